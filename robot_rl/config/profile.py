@@ -1,0 +1,195 @@
+"""The hardware profile: one typed description of a setup (robot, sensors, safety, nodes)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from robot_rl.config.typed import ConfigError, check, from_dict, load_file
+from robot_rl.paths import profile_dirs
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _check_name(name: str, what: str) -> None:
+    check(bool(NAME_RE.match(name)), f"{what} {name!r} must be lower_snake_case (it becomes part of ROS names)", "name")
+
+
+def _check_unique(names: list[str], what: str, where: str) -> None:
+    dup = sorted({n for n in names if names.count(n) > 1})
+    check(not dup, f"duplicate {what} name(s): {', '.join(dup)}", where)
+
+
+@dataclass
+class JointSpec:
+    name: str
+    lower: float  # rad (or m for prismatic joints)
+    upper: float
+    max_velocity: float  # rad/s
+    home: float = 0.0
+
+    def validate(self) -> None:
+        check(self.lower < self.upper, f"lower ({self.lower}) must be below upper ({self.upper})", "lower")
+        check(self.lower <= self.home <= self.upper, f"home {self.home} is outside [{self.lower}, {self.upper}]", "home")
+        check(self.max_velocity > 0, f"must be positive, got {self.max_velocity}", "max_velocity")
+
+
+@dataclass
+class RobotSpec:
+    driver: Literal["mujoco_sim", "dynamixel"]
+    joints: list[JointSpec]
+    control_rate_hz: float
+    state_rate_hz: float
+    gripper_joint: str = ""
+
+    def validate(self) -> None:
+        check(len(self.joints) > 0, "at least one joint is required", "joints")
+        _check_unique([j.name for j in self.joints], "joint", "joints")
+        check(self.control_rate_hz > 0, f"must be positive, got {self.control_rate_hz}", "control_rate_hz")
+        check(self.state_rate_hz >= self.control_rate_hz,
+              f"state rate {self.state_rate_hz} Hz must be at least the control rate {self.control_rate_hz} Hz",
+              "state_rate_hz")
+        check(not self.gripper_joint or self.gripper_joint in self.joint_names,
+              f"{self.gripper_joint!r} is not one of the joints ({', '.join(self.joint_names)})", "gripper_joint")
+
+    @property
+    def joint_names(self) -> list[str]:
+        return [j.name for j in self.joints]
+
+
+@dataclass
+class CameraSpec:
+    name: str
+    width: int
+    height: int
+    fps: float
+    depth: bool = True
+    serial: str = ""  # RealSense serial number (real setups)
+
+    def validate(self) -> None:
+        _check_name(self.name, "camera")
+        check(self.width > 0 and self.height > 0, f"resolution {self.width}x{self.height} must be positive", "width")
+        check(self.fps > 0, f"must be positive, got {self.fps}", "fps")
+
+
+@dataclass
+class TactileSpec:
+    name: str
+    rows: int
+    cols: int
+    rate_hz: float
+    port: str = ""  # serial device (real setups)
+    baud: int = 0
+
+    def validate(self) -> None:
+        _check_name(self.name, "tactile sensor")
+        check(self.rows > 0 and self.cols > 0, f"taxel grid {self.rows}x{self.cols} must be positive", "rows")
+        check(self.rate_hz > 0, f"must be positive, got {self.rate_hz}", "rate_hz")
+
+
+@dataclass
+class SafetySpec:
+    """Robot-side envelope (DESIGN.md §7); holds whatever the policy or learner does."""
+
+    command_timeout_periods: int = 3  # no fresh command for this many control periods -> hold
+    velocity_scale: float = 1.0  # fraction of each joint's max_velocity a command may demand
+
+    def validate(self) -> None:
+        check(self.command_timeout_periods >= 1, "must be at least 1", "command_timeout_periods")
+        check(0 < self.velocity_scale <= 1, f"must be in (0, 1], got {self.velocity_scale}", "velocity_scale")
+
+
+@dataclass
+class SimSpec:
+    task: Literal["pick_place"] = "pick_place"
+    clock: Literal["realtime", "lockstep"] = "realtime"
+    physics_dt: float = 0.002
+    seed: int = 0
+
+    def validate(self) -> None:
+        check(0 < self.physics_dt <= 0.01, f"must be in (0, 0.01] s, got {self.physics_dt}", "physics_dt")
+
+
+@dataclass
+class NodeSpec:
+    name: str
+    executable: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        from robot_rl.config.nodes import node_params_class
+
+        check(bool(re.match(r"^[a-zA-Z][a-zA-Z0-9_]*$", self.name)), f"node name {self.name!r} is not a valid ROS name", "name")
+        cls = node_params_class(self.executable)  # raises ConfigError for unknown executables
+        try:
+            from_dict(cls, self.params)
+        except ConfigError as e:
+            raise ConfigError(e.problem, f"params.{e.field}" if e.field else "params") from None
+
+
+@dataclass
+class Profile:
+    name: str
+    robot: RobotSpec
+    description: str = ""
+    cameras: list[CameraSpec] = field(default_factory=list)
+    tactile: list[TactileSpec] = field(default_factory=list)
+    safety: SafetySpec = field(default_factory=SafetySpec)
+    sim: SimSpec | None = None
+    nodes: list[NodeSpec] = field(default_factory=list)
+    source: str = field(default="", init=False)  # the file it came from
+
+    def validate(self) -> None:
+        _check_unique([c.name for c in self.cameras], "camera", "cameras")
+        _check_unique([t.name for t in self.tactile], "tactile sensor", "tactile")
+        _check_unique([n.name for n in self.nodes], "node", "nodes")
+        check(self.robot.driver != "mujoco_sim" or self.sim is not None,
+              "robot.driver is mujoco_sim, so a 'sim:' section is required", "sim")
+
+    def node(self, name: str) -> NodeSpec:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise ConfigError(f"profile has no node named {name!r} (nodes: {', '.join(n.name for n in self.nodes)})",
+                          "nodes", self.source)
+
+    def node_params(self, name: str, overrides: dict[str, Any] | None = None):
+        """The typed params of node `name`, with `overrides` (e.g. ROS parameters) applied."""
+        from robot_rl.config.nodes import node_params_class
+
+        spec = self.node(name)
+        try:
+            return from_dict(node_params_class(spec.executable), {**spec.params, **(overrides or {})})
+        except ConfigError as e:
+            raise ConfigError(e.problem, f"nodes[{name}].params.{e.field}", self.source) from None
+
+
+def available_profiles() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in profile_dirs():
+        for f in sorted(d.glob("*.yaml")) if d.is_dir() else []:
+            found.setdefault(f.stem, f)
+    return found
+
+
+def resolve_profile(name_or_path: str) -> Path:
+    """A profile file from a path or a bare name; unknown names list the available ones."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        if not p.is_file():
+            raise ConfigError(f"profile file not found: {p}")
+        return p
+    profiles = available_profiles()
+    if name_or_path not in profiles:
+        listing = ", ".join(profiles) or "none"
+        where = ", ".join(str(d) for d in profile_dirs())
+        raise ConfigError(f"unknown profile {name_or_path!r}; available profiles: {listing} (searched {where})")
+    return profiles[name_or_path]
+
+
+def load_profile(name_or_path: str = "sim") -> Profile:
+    path = resolve_profile(name_or_path)
+    profile = load_file(Profile, path)
+    profile.source = str(path.resolve())
+    return profile
