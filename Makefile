@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test test-fast bench colcon-check clean
+.PHONY: venv demo test bench clean
 
 venv: $(STAMP)
 
@@ -36,10 +36,5 @@ bench: venv
 	$(PY) bench/stream.py
 
 # Proves the package also builds as a ROS 2 ament_python package (colcon from the registry).
-colcon-check: venv
-	$(PY) -m pip install -q colcon-common-extensions==0.3.0 2>&1 | grep -v '^WARNING: Location' || true
-	rm -rf /tmp/robot_rl_colcon && mkdir -p /tmp/robot_rl_colcon/src && ln -s $(CURDIR) /tmp/robot_rl_colcon/src/robot_rl
-	cd /tmp/robot_rl_colcon && PATH=$(CURDIR)/$(VENV)/bin:$$PATH colcon build --symlink-install
-
 clean:
 	rm -rf $(VENV) build install log *.egg-info

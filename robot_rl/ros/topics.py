@@ -1,0 +1,39 @@
+"""Every topic and service name of DESIGN.md §3, in one place."""
+from __future__ import annotations
+
+JOINT_STATES = "/robot/joint_states"
+ROBOT_COMMAND = "/robot/command"
+TELEOP_COMMAND = "/teleop/command"
+TELEOP_INTERVENING = "/teleop/intervening"
+POLICY_BASE_ACTION = "/policy/base_action"
+POLICY_RESIDUAL = "/policy/residual"
+LEARNER_WEIGHTS = "/learner/residual_weights"
+EPISODE_EVENTS = "/episode/events"
+DIAGNOSTICS = "/diagnostics"
+SIM_TASK_STATE = "/sim/task_state"  # privileged sim state (JSON) for the scripted expert and evaluation
+CLOCK = "/clock"
+
+# Services (std_srvs)
+RECORDER_START = "/recorder/start"
+RECORDER_STOP = "/recorder/stop"
+RECORDER_DISCARD = "/recorder/discard"
+RECORDER_LABEL_SUCCESS = "/recorder/label_success"
+ROBOT_RESET = "/robot/reset"
+ROBOT_ESTOP = "/robot/estop"
+POLICY_ENABLE = "/policy/enable"
+
+
+def camera_color(name: str) -> str:
+    return f"/cameras/{name}/color/image_raw"
+
+
+def camera_depth(name: str) -> str:
+    return f"/cameras/{name}/depth/image_raw"
+
+
+def camera_info(name: str) -> str:
+    return f"/cameras/{name}/color/camera_info"
+
+
+def tactile_image(name: str) -> str:
+    return f"/tactile/{name}/image"

@@ -1,0 +1,144 @@
+"""The simulated robot as a driver: physics behind the safety envelope, sensors on their own clocks.
+
+The sim node only wires this to ROS. Two clocks:
+- realtime: the caller advances the sim to keep pace with the wall clock (like hardware); every
+  stream is sampled at its own rate (joint states, each camera, each tactile sensor).
+- lockstep: each command advances exactly one control period, as fast as the CPU allows, and every
+  stream is sampled once at the end of the period, so a consumer sees one consistent observation
+  per step (for training and fast evaluation).
+Stamps are capture times in seconds: `stamp_origin + sim_time / realtime_factor`.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from robot_rl.config.nodes import SimRobotParams
+from robot_rl.config.profile import Profile
+from robot_rl.safety import SafetyEnvelope
+from robot_rl.sim.robot import SimRobot
+
+
+@dataclass
+class Sample:
+    kind: str  # joint_state | color | depth | tactile | task_state
+    name: str  # camera / sensor name ("" for robot-wide streams)
+    stamp: float
+    value: Any
+
+
+class SimDriver:
+    def __init__(self, profile: Profile, params: SimRobotParams, stamp_origin: float = 0.0):
+        assert profile.sim is not None
+        self.profile = profile
+        self.clock = profile.sim.clock if params.clock == "profile" else params.clock
+        self.render = params.render
+        self.realtime_factor = params.realtime_factor
+        seed = profile.sim.seed if params.seed < 0 else params.seed
+        self.robot = SimRobot(profile, seed=seed, render=params.render)
+        self.robot.reset(seed)
+        self.envelope = SafetyEnvelope(profile.robot, profile.safety)
+        self.envelope.reset(self.robot.joint_state()[0])
+        self.stamp_origin = stamp_origin
+        self.lock = threading.Lock()  # guards robot + envelope between the sim thread and callbacks
+        self.steps_per_control = max(1, round(self.robot.control_dt / self.robot.physics_dt))
+        self._periods = {("joint_state", ""): 1.0 / profile.robot.state_rate_hz,
+                         ("task_state", ""): self.robot.control_dt}
+        for tac in profile.tactile:
+            self._periods[("tactile", tac.name)] = 1.0 / tac.rate_hz
+        if self.render:
+            for cam in profile.cameras:
+                self._periods[("camera", cam.name)] = 1.0 / cam.fps
+        self._depth_cameras = {cam.name for cam in profile.cameras if cam.depth}
+        self._next_due = {key: self.robot.time for key in self._periods}
+        self.episode = 0
+
+    # -- time -----------------------------------------------------------------------------------
+    @property
+    def sim_time(self) -> float:
+        return self.robot.time
+
+    def stamp(self, sim_time: float | None = None) -> float:
+        t = self.robot.time if sim_time is None else sim_time
+        return self.stamp_origin + t / self.realtime_factor
+
+    def rebase(self, wall_now: float) -> None:
+        """Realtime clock fell behind: re-anchor so stamps keep tracking the wall clock."""
+        self.stamp_origin = wall_now - self.robot.time / self.realtime_factor
+
+    # -- inputs (thread-safe) -------------------------------------------------------------------
+    def command(self, positions: np.ndarray | None, error: str = "") -> bool:
+        with self.lock:
+            return self.envelope.command(positions, self.stamp(), error)
+
+    def set_estop(self, active: bool) -> None:
+        with self.lock:
+            self.envelope.set_estop(active)
+
+    def reset(self, seed: int | None = None) -> dict:
+        with self.lock:
+            self.robot.reset(seed)
+            self.envelope.reset(self.robot.joint_state()[0])
+            self.episode += 1
+            return self.robot.task_state()
+
+    # -- stepping -------------------------------------------------------------------------------
+    def advance(self, n_physics_steps: int) -> list[Sample]:
+        """Step physics through the envelope; return the samples that came due (realtime clock)."""
+        samples: list[Sample] = []
+        with self.lock:
+            for _ in range(n_physics_steps):
+                self._physics_step()
+                for key, due in self._next_due.items():
+                    if self.robot.time + 1e-9 >= due:
+                        samples.extend(self._capture(*key))
+                        period = self._periods[key]
+                        nxt = due + period
+                        self._next_due[key] = nxt if nxt > self.robot.time else self.robot.time + period
+        return samples
+
+    def step_control(self) -> list[Sample]:
+        """Lockstep: one control period, then one sample of every stream at its end."""
+        with self.lock:
+            for _ in range(self.steps_per_control):
+                self._physics_step()
+            samples: list[Sample] = []
+            for key in self._periods:
+                samples.extend(self._capture(*key))
+        return samples
+
+    def observe_all(self) -> list[Sample]:
+        """Every stream now (e.g. right after a reset, so consumers see the new state)."""
+        with self.lock:
+            return [s for key in self._periods for s in self._capture(*key)]
+
+    def _physics_step(self) -> None:
+        q = self.robot.joint_state()[0]
+        self.robot.set_target(self.envelope.setpoint(q, self.stamp(), self.robot.physics_dt))
+        self.robot.step_physics(1)
+
+    def _capture(self, kind: str, name: str) -> list[Sample]:
+        stamp = self.stamp()
+        if kind == "joint_state":
+            return [Sample(kind, name, stamp, self.robot.joint_state())]
+        if kind == "task_state":
+            state = self.robot.task_state()
+            state["episode"] = self.episode
+            return [Sample(kind, name, stamp, state)]
+        if kind == "tactile":
+            return [Sample(kind, name, stamp, self.robot.tactile(name))]
+        rgb, depth = self.robot.render(name)
+        color = Sample("color", name, stamp, rgb)
+        return [color, Sample("depth", name, stamp, depth)] if name in self._depth_cameras else [color]
+
+    def diagnostics(self) -> dict[str, str]:
+        with self.lock:
+            values = self.envelope.diagnostics()
+        values.update({"clock": self.clock, "sim_time": f"{self.robot.time:.3f}", "episode": str(self.episode)})
+        return values
+
+    def close(self) -> None:
+        self.robot.close()

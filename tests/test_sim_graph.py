@@ -1,0 +1,213 @@
+"""The sim robot graph in real processes over real DDS, checked from an independent rclpy probe.
+
+One graph (started by the project's graph runner, like `robot-rl up sim`) serves the whole module;
+each test resets the robot first.
+"""
+import json
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import JointState
+from std_srvs.srv import SetBool, Trigger
+
+from robot_rl.config import load_profile
+from robot_rl.ros import convert, qos, topics
+from robot_rl.ros.graph import GraphRunner
+from robot_rl.ros.probe import TopicProbe
+from robot_rl.sim import ScriptedExpert
+
+pytestmark = pytest.mark.timeout(240)
+PROFILE = load_profile("sim")
+JOINTS = PROFILE.robot.joint_names
+
+
+class SimGraph:
+    def __init__(self, domain: int):
+        self.runner = GraphRunner(PROFILE, out=None).start()
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.probe = TopicProbe(context=self.context)
+        self.probe.watch_profile(PROFILE)
+        self.probe.watch(topics.DIAGNOSTICS, DiagnosticArray, qos.RELIABLE)
+        node = self.probe.node
+        self.command_pub = node.create_publisher(JointState, topics.ROBOT_COMMAND, qos.COMMAND)
+        self.reset_client = node.create_client(Trigger, topics.ROBOT_RESET)
+        self.estop_client = node.create_client(SetBool, topics.ROBOT_ESTOP)
+        assert self.probe.wait_count(topics.JOINT_STATES, 5, timeout=60), self.failure("no joint states")
+        assert self.probe.wait_matched(self.command_pub, timeout=20), self.failure("command never matched")
+        assert self.reset_client.wait_for_service(timeout_sec=20)
+
+    def failure(self, what: str) -> str:
+        return f"{what}; sim node log:\n{self.runner.log('sim_robot')[-3000:]}"
+
+    def call(self, client, request, timeout=20.0):
+        future = client.call_async(request)
+        assert self.probe.wait_for(future.done, timeout), "service call timed out"
+        return future.result()
+
+    def reset(self) -> dict:
+        response = self.call(self.reset_client, Trigger.Request())
+        assert response.success
+        for topic in list(self.probe.arrivals):
+            if not topic.endswith("camera_info"):  # latched: sent once
+                self.probe.clear(topic)
+        assert self.probe.wait_count(topics.JOINT_STATES, 3, timeout=10)
+        return json.loads(response.message)
+
+    def joints(self) -> np.ndarray:
+        return np.array(self.probe.latest(topics.JOINT_STATES).msg.position)
+
+    def send(self, positions, names=JOINTS) -> None:
+        self.command_pub.publish(convert.joint_state_msg(names, positions, stamp=time.time()))
+
+    def stream(self, positions, seconds: float) -> None:
+        """Send the same command at the control rate for `seconds`."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.send(positions)
+            time.sleep(1.0 / PROFILE.robot.control_rate_hz)
+
+    def diagnostics(self, after: float) -> dict[str, str]:
+        """The sim robot's newest diagnostics published after wall time `after`."""
+        def fresh():
+            a = self.probe.latest(topics.DIAGNOSTICS)
+            return a is not None and a.received > after and any("sim_robot" in s.name for s in a.msg.status)
+        assert self.probe.wait_for(fresh, timeout=5)
+        status = next(s for s in self.probe.latest(topics.DIAGNOSTICS).msg.status if "sim_robot" in s.name)
+        return {kv.key: kv.value for kv in status.values}
+
+    def close(self) -> None:
+        self.probe.close()
+        self.context.try_shutdown()
+        assert self.runner.stop() == 0, self.failure("sim node did not exit cleanly")
+
+
+@pytest.fixture(scope="module")
+def sim(module_ros_domain):
+    graph = SimGraph(module_ros_domain)
+    yield graph
+    graph.close()
+
+
+def test_sensor_streams_rates_encodings_and_camera_info(sim):
+    sim.reset()
+    time.sleep(2.0)
+    js = sim.probe.stats(topics.JOINT_STATES)
+    assert js["rate_hz"] == pytest.approx(PROFILE.robot.state_rate_hz, rel=0.10)
+    msg = sim.probe.latest(topics.JOINT_STATES).msg
+    assert list(msg.name) == JOINTS and len(msg.position) == len(msg.velocity) == len(JOINTS)
+    for cam in PROFILE.cameras:
+        color = sim.probe.latest(topics.camera_color(cam.name)).msg
+        assert color.encoding == "rgb8"
+        image = convert.msg_to_image(color)
+        assert image.shape == (cam.height, cam.width, 3) and image.std() > 5  # a real picture, not blank
+        depth = sim.probe.latest(topics.camera_depth(cam.name)).msg
+        assert depth.encoding == "16UC1" and convert.msg_to_image(depth).shape == (cam.height, cam.width)
+        assert sim.probe.stats(topics.camera_color(cam.name))["rate_hz"] == pytest.approx(cam.fps, rel=0.15)
+        info = sim.probe.latest(topics.camera_info(cam.name)).msg
+        assert (info.width, info.height) == (cam.width, cam.height)
+        fx, fy, cx, cy = info.k[0], info.k[4], info.k[2], info.k[5]
+        assert fx > 0 and fy > 0 and 0 < cx < cam.width and 0 < cy < cam.height
+    for tac in PROFILE.tactile:
+        tmsg = sim.probe.latest(topics.tactile_image(tac.name)).msg
+        assert tmsg.encoding == "32FC1" and convert.msg_to_image(tmsg).shape == (tac.rows, tac.cols)
+    # capture stamps never lie in the future
+    for topic in [topics.JOINT_STATES, topics.camera_color("front")]:
+        assert all(a.stamp <= a.received + 1e-3 for a in list(sim.probe.arrivals[topic]))
+
+
+def test_command_moves_the_arm(sim):
+    sim.reset()
+    start = sim.joints()
+    target = start.copy()
+    target[0] += 0.4
+    sim.stream(target, 1.5)
+    assert sim.joints()[0] == pytest.approx(target[0], abs=0.05)
+
+
+def test_out_of_limit_command_is_clipped_and_counted(sim):
+    sim.reset()
+    before = sim.diagnostics(time.time())
+    target = sim.joints()
+    target[0] = 5.0  # waist limit is 2.6
+    sim.stream(target, 2.5)
+    upper = PROFILE.robot.joints[0].upper
+    assert sim.joints()[0] <= upper + 0.02 and sim.joints()[0] > upper - 0.2
+    after = sim.diagnostics(time.time())
+    assert int(after["position_clips"]) > int(before["position_clips"])
+    assert int(after["clips.waist"]) > int(before["clips.waist"])
+
+
+def test_stopped_command_stream_makes_the_robot_hold(sim):
+    sim.reset()
+    start = sim.joints()
+    target = start.copy()
+    target[0] += 2.0  # a 1 s move; the stream stops after 0.3 s
+    sim.stream(target, 0.3)
+    time.sleep(1.0)
+    held = sim.joints()
+    time.sleep(0.5)
+    assert np.allclose(sim.joints()[:5], held[:5], atol=0.01)
+    assert held[0] - start[0] < 1.5  # it stopped instead of finishing the move
+    diag = sim.diagnostics(time.time())
+    assert diag["holding"] == "true" and int(diag["stale_holds"]) >= 1
+
+
+@pytest.mark.parametrize("names, positions, reason", [
+    (["waist", "shoulder", "elbow", "wrist_pitch", "wrist_roll", "grip"], [0.0] * 6, "unknown joints"),
+    (JOINTS, [float("nan")] + [0.0] * 5, "non-finite"),
+])
+def test_bad_command_is_rejected_counted_and_robot_holds(sim, names, positions, reason):
+    sim.reset()
+    start = sim.joints()
+    target = start.copy()
+    target[0] += 2.0
+    sim.stream(target, 0.2)
+    before = sim.diagnostics(time.time())
+    bad = list(positions)
+    if reason == "non-finite":
+        bad[1:] = list(target[1:])
+    sim.send(bad, names)
+    time.sleep(0.3)
+    held = sim.joints()
+    time.sleep(0.3)
+    assert np.allclose(sim.joints()[:5], held[:5], atol=0.01)
+    diag = sim.diagnostics(time.time())
+    assert int(diag["commands_rejected"]) == int(before["commands_rejected"]) + 1
+    assert reason in diag["last_reject_reason"] and diag["holding"] == "true"
+
+
+def test_estop_holds_until_released(sim):
+    sim.reset()
+    start = sim.joints()
+    assert sim.call(sim.estop_client, SetBool.Request(data=True)).success
+    target = start.copy()
+    target[0] += 0.5
+    sim.stream(target, 0.6)
+    assert abs(sim.joints()[0] - start[0]) < 0.01
+    assert sim.call(sim.estop_client, SetBool.Request(data=False)).success
+    sim.stream(target, 1.0)
+    assert sim.joints()[0] == pytest.approx(target[0], abs=0.05)
+
+
+def test_tactile_responds_when_the_gripper_closes_on_the_cube(sim):
+    task = sim.reset()
+    expert = ScriptedExpert(PROFILE, seed=1, noise=0.0)
+    expert.reset(seed=1)
+    names = [t.name for t in PROFILE.tactile]
+
+    def touch() -> float:
+        return min(float(convert.msg_to_image(sim.probe.latest(topics.tactile_image(n)).msg).max()) for n in names)
+
+    assert touch() < 1e-3, "tactile must read ~0 with the gripper open in free space"
+    pressed = 0.0
+    end = time.monotonic() + 40
+    while time.monotonic() < end and pressed <= 0.05:
+        state = json.loads(sim.probe.latest(topics.SIM_TASK_STATE).msg.data) if sim.probe.latest(topics.SIM_TASK_STATE) else task
+        sim.send(expert.act(sim.joints(), state))
+        time.sleep(1.0 / PROFILE.robot.control_rate_hz)
+        pressed = touch()
+    assert pressed > 0.05, "both finger pads should feel the cube once the expert grasps it"
