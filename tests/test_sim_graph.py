@@ -3,20 +3,16 @@
 One graph (started by the project's graph runner, like `robot-rl up sim`) serves the whole module;
 each test resets the robot first.
 """
-import json
 import time
 
 import numpy as np
 import pytest
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
-from sensor_msgs.msg import JointState
-from std_srvs.srv import SetBool, Trigger
 
 from robot_rl.config import load_profile
-from robot_rl.ros import convert, qos, topics
+from robot_rl.ros import convert, topics
 from robot_rl.ros.graph import GraphRunner
-from robot_rl.ros.probe import TopicProbe
+from robot_rl.ros.sim_client import RobotClient
 from robot_rl.sim import ScriptedExpert
 
 pytestmark = pytest.mark.timeout(240)
@@ -24,63 +20,22 @@ PROFILE = load_profile("sim")
 JOINTS = PROFILE.robot.joint_names
 
 
-class SimGraph:
+class SimGraph(RobotClient):
+    """The graph runner's processes plus a client node on the test's own ROS domain."""
+
     def __init__(self, domain: int):
         self.runner = GraphRunner(PROFILE, out=None).start()
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain)
-        self.probe = TopicProbe(context=self.context)
-        self.probe.watch_profile(PROFILE)
-        self.probe.watch(topics.DIAGNOSTICS, DiagnosticArray, qos.RELIABLE)
-        node = self.probe.node
-        self.command_pub = node.create_publisher(JointState, topics.ROBOT_COMMAND, qos.COMMAND)
-        self.reset_client = node.create_client(Trigger, topics.ROBOT_RESET)
-        self.estop_client = node.create_client(SetBool, topics.ROBOT_ESTOP)
-        assert self.probe.wait_count(topics.JOINT_STATES, 5, timeout=60), self.failure("no joint states")
-        assert self.probe.wait_matched(self.command_pub, timeout=20), self.failure("command never matched")
-        assert self.reset_client.wait_for_service(timeout_sec=20)
+        super().__init__(PROFILE, context=self.context, name="test_probe")
+        problem = self.wait_ready(timeout=60)
+        assert not problem, self.failure(problem)
 
     def failure(self, what: str) -> str:
         return f"{what}; sim node log:\n{self.runner.log('sim_robot')[-3000:]}"
 
-    def call(self, client, request, timeout=20.0):
-        future = client.call_async(request)
-        assert self.probe.wait_for(future.done, timeout), "service call timed out"
-        return future.result()
-
-    def reset(self) -> dict:
-        response = self.call(self.reset_client, Trigger.Request())
-        assert response.success
-        for topic in list(self.probe.arrivals):
-            if not topic.endswith("camera_info"):  # latched: sent once
-                self.probe.clear(topic)
-        assert self.probe.wait_count(topics.JOINT_STATES, 3, timeout=10)
-        return json.loads(response.message)
-
-    def joints(self) -> np.ndarray:
-        return np.array(self.probe.latest(topics.JOINT_STATES).msg.position)
-
-    def send(self, positions, names=JOINTS) -> None:
-        self.command_pub.publish(convert.joint_state_msg(names, positions, stamp=time.time()))
-
-    def stream(self, positions, seconds: float) -> None:
-        """Send the same command at the control rate for `seconds`."""
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.send(positions)
-            time.sleep(1.0 / PROFILE.robot.control_rate_hz)
-
-    def diagnostics(self, after: float) -> dict[str, str]:
-        """The sim robot's newest diagnostics published after wall time `after`."""
-        def fresh():
-            a = self.probe.latest(topics.DIAGNOSTICS)
-            return a is not None and a.received > after and any("sim_robot" in s.name for s in a.msg.status)
-        assert self.probe.wait_for(fresh, timeout=5)
-        status = next(s for s in self.probe.latest(topics.DIAGNOSTICS).msg.status if "sim_robot" in s.name)
-        return {kv.key: kv.value for kv in status.values}
-
     def close(self) -> None:
-        self.probe.close()
+        super().close()
         self.context.try_shutdown()
         assert self.runner.stop() == 0, self.failure("sim node did not exit cleanly")
 
@@ -130,13 +85,13 @@ def test_command_moves_the_arm(sim):
 
 def test_out_of_limit_command_is_clipped_and_counted(sim):
     sim.reset()
-    before = sim.diagnostics(time.time())
+    before = sim.diagnostics("sim_robot")
     target = sim.joints()
     target[0] = 5.0  # waist limit is 2.6
     sim.stream(target, 2.5)
     upper = PROFILE.robot.joints[0].upper
     assert sim.joints()[0] <= upper + 0.02 and sim.joints()[0] > upper - 0.2
-    after = sim.diagnostics(time.time())
+    after = sim.diagnostics("sim_robot")
     assert int(after["position_clips"]) > int(before["position_clips"])
     assert int(after["clips.waist"]) > int(before["clips.waist"])
 
@@ -152,7 +107,7 @@ def test_stopped_command_stream_makes_the_robot_hold(sim):
     time.sleep(0.5)
     assert np.allclose(sim.joints()[:5], held[:5], atol=0.01)
     assert held[0] - start[0] < 1.5  # it stopped instead of finishing the move
-    diag = sim.diagnostics(time.time())
+    diag = sim.diagnostics("sim_robot")
     assert diag["holding"] == "true" and int(diag["stale_holds"]) >= 1
 
 
@@ -166,7 +121,7 @@ def test_bad_command_is_rejected_counted_and_robot_holds(sim, names, positions, 
     target = start.copy()
     target[0] += 2.0
     sim.stream(target, 0.2)
-    before = sim.diagnostics(time.time())
+    before = sim.diagnostics("sim_robot")
     bad = list(positions)
     if reason == "non-finite":
         bad[1:] = list(target[1:])
@@ -175,7 +130,7 @@ def test_bad_command_is_rejected_counted_and_robot_holds(sim, names, positions, 
     held = sim.joints()
     time.sleep(0.3)
     assert np.allclose(sim.joints()[:5], held[:5], atol=0.01)
-    diag = sim.diagnostics(time.time())
+    diag = sim.diagnostics("sim_robot")
     assert int(diag["commands_rejected"]) == int(before["commands_rejected"]) + 1
     assert reason in diag["last_reject_reason"] and diag["holding"] == "true"
 
@@ -183,12 +138,12 @@ def test_bad_command_is_rejected_counted_and_robot_holds(sim, names, positions, 
 def test_estop_holds_until_released(sim):
     sim.reset()
     start = sim.joints()
-    assert sim.call(sim.estop_client, SetBool.Request(data=True)).success
+    assert sim.estop(True)
     target = start.copy()
     target[0] += 0.5
     sim.stream(target, 0.6)
     assert abs(sim.joints()[0] - start[0]) < 0.01
-    assert sim.call(sim.estop_client, SetBool.Request(data=False)).success
+    assert sim.estop(False)
     sim.stream(target, 1.0)
     assert sim.joints()[0] == pytest.approx(target[0], abs=0.05)
 
@@ -206,8 +161,7 @@ def test_tactile_responds_when_the_gripper_closes_on_the_cube(sim):
     pressed = 0.0
     end = time.monotonic() + 40
     while time.monotonic() < end and pressed <= 0.05:
-        state = json.loads(sim.probe.latest(topics.SIM_TASK_STATE).msg.data) if sim.probe.latest(topics.SIM_TASK_STATE) else task
-        sim.send(expert.act(sim.joints(), state))
+        sim.send(expert.act(sim.joints(), sim.task_state() or task))
         time.sleep(1.0 / PROFILE.robot.control_rate_hz)
         pressed = touch()
     assert pressed > 0.05, "both finger pads should feel the cube once the expert grasps it"

@@ -83,7 +83,7 @@ class SimDriver:
             self.robot.reset(seed)
             self.envelope.reset(self.robot.joint_state()[0])
             self.episode += 1
-            return self.robot.task_state()
+            return {**self.robot.task_state(), "episode": self.episode}
 
     # -- stepping -------------------------------------------------------------------------------
     def advance(self, n_physics_steps: int) -> list[Sample]:
