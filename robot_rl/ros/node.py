@@ -87,6 +87,8 @@ class RobotRLNode(Node):
             try:
                 target()
             except Exception:  # noqa: BLE001 - report any worker crash, then stop the process
+                if self.stopping or not self.context.ok():
+                    return  # SIGINT/SIGTERM shut the context down under a publishing worker: a clean exit
                 self.get_logger().error(f"worker '{name}' crashed:\n{traceback.format_exc()}")
                 self.crashed = True
                 self._stop.set()
