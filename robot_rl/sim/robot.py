@@ -82,9 +82,10 @@ class SimRobot:
         self.data.ctrl[self._act] = np.concatenate([q[:5], [q[5], q[5]]])
 
     def step_physics(self, n: int = 1) -> None:
-        for _ in range(int(n)):
-            mujoco.mj_step(self.model, self.data)
-        self._steps += int(n)
+        n = int(n)
+        if n > 0:
+            mujoco.mj_step(self.model, self.data, nstep=n)
+            self._steps += n
 
     def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(position, velocity, effort); gripper: mean finger opening (m), its rate, mean finger force (N)."""

@@ -1,0 +1,88 @@
+"""`robot-rl up`: real node processes, stopped cleanly on Ctrl-C / SIGTERM or when one dies;
+the lockstep clock advances exactly one control period per command."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sensor_msgs.msg import JointState
+
+from robot_rl.config import load_profile
+from robot_rl.ros import convert, qos, topics
+from robot_rl.ros.graph import GraphRunner
+
+pytestmark = pytest.mark.timeout(180)
+PROFILE = load_profile("sim")
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z"
+
+
+def start_up(probe):
+    probe.watch(topics.JOINT_STATES, JointState, qos.SENSOR)
+    up = subprocess.Popen([sys.executable, "-m", "robot_rl.cli.main", "up", "sim"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    assert probe.wait_count(topics.JOINT_STATES, 5, timeout=60), "sim graph never published joint states"
+    nodes = children(up.pid)
+    assert len(nodes) == len(PROFILE.nodes)
+    return up, nodes
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_up_stops_every_node_cleanly(probe, sig):
+    up, nodes = start_up(probe)
+    up.send_signal(sig)
+    out, err = up.communicate(timeout=30)
+    assert up.returncode == 0, err
+    assert not any(alive(pid) for pid in nodes), "a node process outlived robot-rl up"
+    assert "[sim_robot]" in out  # logs streamed with the node's prefix
+
+
+def test_up_stops_the_graph_when_a_node_dies(probe):
+    up, nodes = start_up(probe)
+    os.kill(nodes[0], signal.SIGKILL)
+    out, err = up.communicate(timeout=30)
+    assert up.returncode == 1
+    assert "node 'sim_robot' exited with status -9; stopped the graph" in err
+
+
+def test_lockstep_clock_advances_one_control_period_per_command(probe):
+    probe.watch(topics.JOINT_STATES, JointState, qos.sensor_subscription(100))
+    runner = GraphRunner(PROFILE, overrides={"sim_robot": {"clock": "lockstep"}}, out=None).start()
+    try:
+        pub = probe.node.create_publisher(JointState, topics.ROBOT_COMMAND, qos.COMMAND)
+        assert probe.wait_matched(pub, timeout=60), runner.log("sim_robot")
+        assert probe.wait_for(lambda: probe.node.count_publishers(topics.JOINT_STATES) > 0, timeout=20)
+        time.sleep(1.0)  # no command, no time: at most the start-up observation arrives
+        assert probe.counts[topics.JOINT_STATES] <= 1
+        probe.clear(topics.JOINT_STATES)
+        q = [j.home for j in PROFILE.robot.joints]
+        for i in range(6):
+            pub.publish(convert.joint_state_msg(PROFILE.robot.joint_names, q))
+            assert probe.wait_count(topics.JOINT_STATES, 1 + i, timeout=10)
+        stamps = [a.stamp for a in probe.arrivals[topics.JOINT_STATES]]
+        period = 1.0 / PROFILE.robot.control_rate_hz
+        assert [round(b - a, 6) for a, b in zip(stamps, stamps[1:])] == [period] * 5
+    finally:
+        assert runner.stop() == 0
