@@ -9,6 +9,10 @@ PACKAGE = "robot_rl"
 # Nodes are ROS 2 executables (`ros2 run robot_rl <name>`) and console scripts alike.
 NODES = {
     "sim_robot_node": "robot_rl.nodes.sim_robot_node:main",
+    "camera_node": "robot_rl.nodes.camera_node:main",
+    "tactile_node": "robot_rl.nodes.tactile_node:main",
+    "robot_node": "robot_rl.nodes.robot_node:main",
+    "teleop_node": "robot_rl.nodes.teleop_node:main",
 }
 
 

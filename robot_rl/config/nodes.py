@@ -24,9 +24,61 @@ class SimRobotParams:
         check(self.realtime_factor > 0, f"must be positive, got {self.realtime_factor}", "realtime_factor")
 
 
+@dataclass
+class CameraNodeParams:
+    """One RealSense camera (one node per camera, DESIGN.md §3)."""
+
+    camera: str = ""  # profile camera name; "" = the node's own name
+    playback_file: str = ""  # a recorded .db3 to play instead of a live device (tests, offline replay)
+    retry_max_s: float = 10.0  # device loss -> retry with back-off up to this period
+
+    def validate(self) -> None:
+        check(self.retry_max_s > 0, f"must be positive, got {self.retry_max_s}", "retry_max_s")
+
+
+@dataclass
+class TactileNodeParams:
+    """One serial taxel sensor."""
+
+    sensor: str = ""  # profile tactile sensor name; "" = the node's own name
+    retry_max_s: float = 5.0
+
+    def validate(self) -> None:
+        check(self.retry_max_s > 0, f"must be positive, got {self.retry_max_s}", "retry_max_s")
+
+
+@dataclass
+class RobotNodeParams:
+    """The real follower arm (robot.driver = dynamixel) behind the safety envelope."""
+
+    retry_max_s: float = 5.0
+
+    def validate(self) -> None:
+        check(self.retry_max_s > 0, f"must be positive, got {self.retry_max_s}", "retry_max_s")
+
+
+@dataclass
+class TeleopParams:
+    """A teleop device publishing /teleop/command (and /robot/command when it drives the robot alone)."""
+
+    device: Literal["expert", "keyboard", "spacemouse", "leader_arm"] = "keyboard"
+    drive_robot: bool = True  # also publish /robot/command (collection without a policy)
+    expert_noise: float = 1.0  # sim scripted expert only
+    seed: int = 0
+    jog_step: float = 0.05  # keyboard/SpaceMouse: rad (or m for the gripper) per tick at full deflection
+
+    def validate(self) -> None:
+        check(self.expert_noise >= 0, f"must be >= 0, got {self.expert_noise}", "expert_noise")
+        check(self.jog_step > 0, f"must be positive, got {self.jog_step}", "jog_step")
+
+
 # executable name -> "module:Class" of its params (imported lazily so nothing heavy loads here)
 NODE_PARAMS: dict[str, str] = {
     "sim_robot_node": "robot_rl.config.nodes:SimRobotParams",
+    "camera_node": "robot_rl.config.nodes:CameraNodeParams",
+    "tactile_node": "robot_rl.config.nodes:TactileNodeParams",
+    "robot_node": "robot_rl.config.nodes:RobotNodeParams",
+    "teleop_node": "robot_rl.config.nodes:TeleopParams",
 }
 
 

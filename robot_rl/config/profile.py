@@ -66,6 +66,10 @@ class CameraSpec:
     fps: float
     depth: bool = True
     serial: str = ""  # RealSense serial number (real setups)
+    auto_exposure: bool = False  # fixed exposure/white balance unless asked: learning wants stable images
+    exposure_us: float = 8000.0
+    auto_white_balance: bool = False
+    white_balance_k: float = 4600.0
 
     def validate(self) -> None:
         _check_name(self.name, "camera")
@@ -79,13 +83,49 @@ class TactileSpec:
     rows: int
     cols: int
     rate_hz: float
-    port: str = ""  # serial device (real setups)
-    baud: int = 0
+    port: str = ""  # serial device (real setups), e.g. /dev/robot_rl/tactile_left
+    baud: int = 2_000_000
 
     def validate(self) -> None:
         _check_name(self.name, "tactile sensor")
+        check(self.baud > 0, f"must be positive, got {self.baud}", "baud")
         check(self.rows > 0 and self.cols > 0, f"taxel grid {self.rows}x{self.cols} must be positive", "rows")
         check(self.rate_hz > 0, f"must be positive, got {self.rate_hz}", "rate_hz")
+
+
+@dataclass
+class ServoSpec:
+    """One Dynamixel servo driving one profile joint: joint = direction * servo_angle + offset.
+
+    For a gripper, `joint_range` maps servo angles [closed, open] (rad) onto the joint's
+    [lower, upper] instead (a linear map), so the profile's gripper units stay those of the joint.
+    """
+
+    joint: str
+    id: int
+    direction: int = 1
+    offset: float = 0.0  # rad
+    servo_range: list[float] = field(default_factory=list)  # [angle at joint.lower, angle at joint.upper]
+
+    def validate(self) -> None:
+        check(0 <= self.id <= 252, f"Dynamixel id must be 0..252, got {self.id}", "id")
+        check(self.direction in (1, -1), f"must be 1 or -1, got {self.direction}", "direction")
+        check(len(self.servo_range) in (0, 2), "must be [angle_at_lower, angle_at_upper] or omitted", "servo_range")
+
+
+@dataclass
+class DynamixelBusSpec:
+    """A chain of Protocol 2.0 servos on one serial port (follower arm or leader arm)."""
+
+    port: str
+    servos: list[ServoSpec]
+    baud: int = 1_000_000
+
+    def validate(self) -> None:
+        check(len(self.servos) > 0, "at least one servo is required", "servos")
+        _check_unique([str(s.id) for s in self.servos], "servo id", "servos")
+        _check_unique([s.joint for s in self.servos], "servo joint", "servos")
+        check(self.baud > 0, f"must be positive, got {self.baud}", "baud")
 
 
 @dataclass
@@ -137,6 +177,8 @@ class Profile:
     tactile: list[TactileSpec] = field(default_factory=list)
     safety: SafetySpec = field(default_factory=SafetySpec)
     sim: SimSpec | None = None
+    follower: DynamixelBusSpec | None = None  # robot.driver == dynamixel
+    leader: DynamixelBusSpec | None = None  # leader arm for teleoperation
     nodes: list[NodeSpec] = field(default_factory=list)
     source: str = field(default="", init=False)  # the file it came from
 
@@ -146,6 +188,14 @@ class Profile:
         _check_unique([n.name for n in self.nodes], "node", "nodes")
         check(self.robot.driver != "mujoco_sim" or self.sim is not None,
               "robot.driver is mujoco_sim, so a 'sim:' section is required", "sim")
+        check(self.robot.driver != "dynamixel" or self.follower is not None,
+              "robot.driver is dynamixel, so a 'follower:' bus section is required", "follower")
+        for bus_name in ("follower", "leader"):
+            bus = getattr(self, bus_name)
+            for i, servo in enumerate(bus.servos if bus else []):
+                check(servo.joint in self.robot.joint_names,
+                      f"{servo.joint!r} is not a robot joint ({', '.join(self.robot.joint_names)})",
+                      f"{bus_name}.servos[{i}].joint")
 
     def node(self, name: str) -> NodeSpec:
         for n in self.nodes:

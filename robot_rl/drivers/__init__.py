@@ -1,1 +1,1 @@
-"""drivers"""
+"""Hardware access without ROS: cameras, tactile sensors, arms, teleop devices."""
