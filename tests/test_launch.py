@@ -7,6 +7,8 @@ On a machine with ROS 2 installed, `ros2 launch robot_rl sim.launch.py` uses the
 import importlib.util
 import sys
 import types
+
+import pytest
 from pathlib import Path
 
 from robot_rl.config import load_profile
@@ -43,9 +45,13 @@ def load_launch_file(name: str):
     return module
 
 
-def test_sim_launch_starts_the_profile_nodes(monkeypatch):
+@pytest.mark.parametrize("launch_file, mode", [
+    ("sim.launch.py", "robot"), ("collect.launch.py", "collect"),
+    ("deploy.launch.py", "deploy"), ("finetune.launch.py", "finetune"),
+])
+def test_launch_files_start_the_profile_nodes_of_their_mode(monkeypatch, launch_file, mode):
     stub_launch_modules(monkeypatch, "sim")
-    module = load_launch_file("sim.launch.py")
+    module = load_launch_file(launch_file)
     description = module.generate_launch_description()
     arg = next(a for a in description if isinstance(a, Recorder) and a.args and a.args[0] == "profile")
     assert arg.kwargs["default_value"] == "sim"
@@ -54,6 +60,7 @@ def test_sim_launch_starts_the_profile_nodes(monkeypatch):
     opaque = next(a for a in description if "function" in a.kwargs)
     nodes = opaque.kwargs["function"](context=None)
     profile = load_profile("sim")
-    assert [(n.kwargs["executable"], n.kwargs["name"]) for n in nodes] == [(s.executable, s.name) for s in profile.nodes]
+    expected = [(s.executable, s.name) for s in profile.nodes_for(mode)]
+    assert [(n.kwargs["executable"], n.kwargs["name"]) for n in nodes] == expected
     assert all(n.kwargs["package"] == "robot_rl" and n.kwargs["parameters"] == [{"profile": profile.source}]
                for n in nodes)

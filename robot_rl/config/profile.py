@@ -151,11 +151,19 @@ class SimSpec:
         check(0 < self.physics_dt <= 0.01, f"must be in (0, 0.01] s, got {self.physics_dt}", "physics_dt")
 
 
+MODES = ("robot", "collect", "deploy", "finetune")
+Mode = Literal["robot", "collect", "deploy", "finetune"]
+
+
 @dataclass
 class NodeSpec:
+    """One node of the setup. `modes` says in which ways of using the setup it runs: `robot` (just the
+    robot and its sensors), `collect` (teleop data collection), `deploy` (policy), `finetune` (RL)."""
+
     name: str
     executable: str
     params: dict[str, Any] = field(default_factory=dict)
+    modes: list[Mode] = field(default_factory=lambda: list(MODES))
 
     def validate(self) -> None:
         from robot_rl.config.nodes import node_params_class
@@ -196,6 +204,11 @@ class Profile:
                 check(servo.joint in self.robot.joint_names,
                       f"{servo.joint!r} is not a robot joint ({', '.join(self.robot.joint_names)})",
                       f"{bus_name}.servos[{i}].joint")
+
+    def nodes_for(self, mode: str) -> list[NodeSpec]:
+        if mode not in MODES:
+            raise ConfigError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
+        return [n for n in self.nodes if mode in n.modes]
 
     def node(self, name: str) -> NodeSpec:
         for n in self.nodes:

@@ -31,11 +31,11 @@ class LaunchEntry:
     parameters: dict[str, str]
 
 
-def launch_entries(profile_ref: str, only: list[str] | None = None) -> list[LaunchEntry]:
-    """The profile's nodes with their ROS parameters: the single source for runner and launch files."""
+def launch_entries(profile_ref: str, mode: str = "robot") -> list[LaunchEntry]:
+    """The profile's nodes for `mode` with their ROS parameters: the single source for the graph
+    runner and the launch files."""
     profile = load_profile(profile_ref)
-    return [LaunchEntry(n.executable, n.name, {"profile": profile.source})
-            for n in profile.nodes if only is None or n.name in only]
+    return [LaunchEntry(n.executable, n.name, {"profile": profile.source}) for n in profile.nodes_for(mode)]
 
 
 def node_command(profile: Profile, spec: NodeSpec, overrides: dict[str, str] | None = None) -> list[str]:
@@ -56,13 +56,14 @@ class NodeProcess:
 
 
 class GraphRunner:
-    """Start `profile.nodes` (or `only` of them) as processes; use as a context manager."""
+    """Start the profile's nodes for `mode` (or `only` those named) as processes; a context manager."""
 
-    def __init__(self, profile: Profile, *, only: list[str] | None = None, env: dict[str, str] | None = None,
+    def __init__(self, profile: Profile, *, mode: str = "robot", only: list[str] | None = None,
+                 env: dict[str, str] | None = None,
                  overrides: dict[str, dict[str, str]] | None = None, out: IO[str] | None = sys.stdout,
                  keep_lines: int = 200):
         self.profile = profile
-        self.specs = [n for n in profile.nodes if only is None or n.name in only]
+        self.specs = [n for n in profile.nodes_for(mode) if only is None or n.name in only]
         unknown = set(only or []) - {n.name for n in profile.nodes}
         if unknown:
             raise ValueError(f"profile {profile.name} has no node(s) {sorted(unknown)}")

@@ -1,0 +1,38 @@
+"""The sim's scripted expert as a teleop device: unattended demonstrations in simulation.
+
+It follows the sim episode counter in /sim/task_state, so each new episode (after /robot/reset)
+restarts the expert with a fresh, reproducible seed.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from robot_rl.drivers.teleop.base import DeviceError, TeleopInput
+
+
+class ExpertDevice:
+    name = "expert"
+
+    def __init__(self, profile, params):
+        if profile.sim is None:
+            raise DeviceError(f"device 'expert' needs a simulated robot; profile {profile.name} has no sim: section")
+        from robot_rl.sim.expert import ScriptedExpert
+
+        self.expert = ScriptedExpert(profile, seed=params.seed, noise=params.expert_noise)
+        self.seed = params.seed
+        self.episode: int | None = None
+
+    def start(self) -> None:
+        pass
+
+    def read(self, joint_pos: np.ndarray, task_state: dict | None) -> TeleopInput:
+        if task_state is None:
+            return TeleopInput()  # no privileged state yet: no motion input
+        episode = task_state.get("episode")
+        if episode != self.episode:
+            self.episode = episode
+            self.expert.reset(seed=self.seed + int(episode or 0))
+        return TeleopInput(target=self.expert.act(np.asarray(joint_pos), task_state), intervening=True)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,115 @@
+"""teleop_node: a teleop device (keyboard, SpaceMouse, leader arm, sim expert) at the control rate.
+
+Publishes /teleop/command and /teleop/intervening every tick (and /robot/command when `drive_robot`,
+i.e. collection without a policy); device events (start/stop/discard/success/failure) call the
+recorder's services.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, String
+from std_srvs.srv import SetBool, Trigger
+
+from robot_rl.config import ConfigError
+from robot_rl.drivers.teleop.base import DISCARD, FAILURE, START, STOP, SUCCESS, DeviceError
+from robot_rl.drivers.teleop.registry import make_device
+from robot_rl.ros import convert, qos, topics
+from robot_rl.ros.node import ERROR, OK, WARN, RobotRLNode, run_node
+
+
+class TeleopNode(RobotRLNode):
+    def __init__(self):
+        super().__init__("teleop", "teleop_node")
+        self.joint_names = self.profile.robot.joint_names
+        try:
+            self.device = make_device(self.params.device, self.profile, self.params)
+            self.device.start()
+        except DeviceError as e:
+            raise ConfigError(str(e), "device", self.profile.source) from None
+        self.joint_pos: np.ndarray | None = None
+        self.task_state: dict | None = None
+        self.ticks = self.commands = self.device_errors = 0
+        self.last_error = ""
+        self.events_sent: list[str] = []
+
+        self.create_subscription(JointState, topics.JOINT_STATES, self.on_joint_state,
+                                 qos.sensor_subscription(self.profile.robot.state_rate_hz))
+        if self.profile.sim is not None:
+            self.create_subscription(String, topics.SIM_TASK_STATE, self.on_task_state, qos.RELIABLE)
+        self.teleop_pub = self.create_publisher(JointState, topics.TELEOP_COMMAND, qos.RELIABLE)
+        self.intervening_pub = self.create_publisher(Bool, topics.TELEOP_INTERVENING, qos.RELIABLE)
+        self.robot_pub = self.create_publisher(JointState, topics.ROBOT_COMMAND, qos.COMMAND) if self.params.drive_robot else None
+        self.recorder = {
+            START: self.create_client(Trigger, topics.RECORDER_START),
+            STOP: self.create_client(Trigger, topics.RECORDER_STOP),
+            DISCARD: self.create_client(Trigger, topics.RECORDER_DISCARD),
+            SUCCESS: self.create_client(SetBool, topics.RECORDER_LABEL_SUCCESS),
+        }
+        self.create_timer(1.0 / self.profile.robot.control_rate_hz, self.tick)
+        self.get_logger().info(f"teleop device '{self.params.device}' ready"
+                               + (", driving /robot/command" if self.robot_pub else ""))
+
+    def on_joint_state(self, msg: JointState) -> None:
+        try:
+            self.joint_pos = convert.joint_positions_from_msg(msg, self.joint_names)
+        except ValueError:
+            pass
+
+    def on_task_state(self, msg: String) -> None:
+        self.task_state = json.loads(msg.data)
+
+    def tick(self) -> None:
+        if self.joint_pos is None:
+            return  # no robot state yet: nothing to teleoperate
+        self.ticks += 1
+        try:
+            inp = self.device.read(self.joint_pos, self.task_state)
+        except DeviceError as e:
+            self.device_errors += 1
+            self.last_error = str(e)
+            self.get_logger().error(str(e), throttle_duration_sec=2.0)
+            return
+        stamp = time.time()
+        if inp.target is not None:
+            msg = convert.joint_state_msg(self.joint_names, inp.target, stamp=stamp)
+            self.teleop_pub.publish(msg)
+            if self.robot_pub is not None:
+                self.robot_pub.publish(msg)
+            self.commands += 1
+        self.intervening_pub.publish(Bool(data=bool(inp.intervening)))
+        for event in inp.events:
+            self.send_event(event)
+
+    def send_event(self, event: str) -> None:
+        """Forward a device event to the recorder (fire and forget; the recorder reports on /episode/events)."""
+        self.events_sent.append(event)
+        if event in (SUCCESS, FAILURE):
+            client, request = self.recorder[SUCCESS], SetBool.Request(data=event == SUCCESS)
+        else:
+            client, request = self.recorder[event], Trigger.Request()
+        if not client.service_is_ready():
+            self.get_logger().warn(f"'{event}' pressed but no recorder is running ({client.srv_name})")
+            return
+        client.call_async(request)
+
+    def diagnostics(self):
+        level = ERROR if self.device_errors and self.last_error else (WARN if self.joint_pos is None else OK)
+        message = self.last_error or ("waiting for joint states" if self.joint_pos is None else "teleoperating")
+        return level, message, {"device": self.params.device, "ticks": self.ticks, "commands": self.commands,
+                                "device_errors": self.device_errors, "events": ",".join(self.events_sent[-5:])}
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self.device.close()
+
+
+def main(args=None) -> int:
+    return run_node(TeleopNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

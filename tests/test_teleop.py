@@ -1,0 +1,69 @@
+"""Teleop: device key/axis mappings, and the expert device driving the sim through the ROS graph."""
+import json
+import types
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, String
+
+from robot_rl.config import load_profile
+from robot_rl.drivers.teleop.base import DISCARD, START, STOP, SUCCESS, DeviceError
+from robot_rl.drivers.teleop.keyboard import KeyMapper
+from robot_rl.drivers.teleop.registry import make_device
+from robot_rl.drivers.teleop.spacemouse import SpaceMouseDevice
+from robot_rl.ros import qos, topics
+from robot_rl.ros.graph import GraphRunner
+
+PROFILE = load_profile("sim")
+HOME = np.array([j.home for j in PROFILE.robot.joints])
+
+
+def test_keyboard_episode_keys_and_jogging():
+    keys = KeyMapper(PROFILE, jog_step=0.05)
+    assert keys.apply([" "], HOME).events == [START]
+    out = keys.apply(["2", "w", "w", "\x1b[B"], HOME)  # select shoulder, +2 steps, -1 step (arrow down)
+    assert out.target[1] == pytest.approx(HOME[1] + 0.05) and out.intervening
+    assert keys.apply(["c"], HOME).target[-1] == PROFILE.robot.joints[-1].lower
+    assert keys.apply(["y"], HOME).events == [SUCCESS] and not keys.recording
+    assert keys.apply([" ", " "], HOME).events == [START, STOP]
+    assert keys.apply(["d"], HOME).events == [DISCARD]
+    many = keys.apply(["1"] + ["w"] * 500, HOME)  # jogging stops at the joint limit
+    assert many.target[0] == PROFILE.robot.joints[0].upper
+
+
+def test_spacemouse_axes_jog_joints_and_buttons_toggle():
+    device = SpaceMouseDevice(PROFILE, types.SimpleNamespace(jog_step=0.1))
+    out = device.apply(np.array([1.0, 0, 0, 0, 0, -0.5]), (0, 0), HOME)
+    assert out.target[0] == pytest.approx(HOME[0] + 0.1) and out.intervening
+    assert out.target[4] == pytest.approx(HOME[4])  # only 5 arm joints: the 6th axis has no joint
+    assert device.apply(np.zeros(6), (1, 0), HOME).events == [START]
+    assert device.apply(np.zeros(6), (1, 0), HOME).events == []  # held button: no repeat
+    assert device.apply(np.zeros(6), (0, 1), HOME).target[-1] == PROFILE.robot.joints[-1].lower
+
+
+def test_unknown_device_and_expert_without_sim_are_clear_errors():
+    with pytest.raises(DeviceError, match="unknown teleop device 'joystick'"):
+        make_device("joystick", PROFILE, None)
+    no_sim = types.SimpleNamespace(sim=None, name="real")
+    with pytest.raises(DeviceError, match="needs a simulated robot"):
+        make_device("expert", no_sim, types.SimpleNamespace(seed=0, expert_noise=1.0))
+
+
+@pytest.mark.timeout(180)
+def test_expert_teleop_drives_the_sim_to_success_through_ros(probe):
+    probe.watch(topics.TELEOP_COMMAND, JointState, qos.RELIABLE)
+    probe.watch(topics.TELEOP_INTERVENING, Bool, qos.RELIABLE)
+    probe.watch(topics.SIM_TASK_STATE, String, qos.RELIABLE)
+    runner = GraphRunner(PROFILE, mode="collect", only=["sim_robot", "teleop"], out=None).start()
+    try:
+        def succeeded():
+            latest = probe.latest(topics.SIM_TASK_STATE)
+            return latest is not None and json.loads(latest.msg.data)["success"]
+
+        assert probe.wait_for(succeeded, timeout=120), runner.log("teleop")
+        assert probe.counts[topics.TELEOP_COMMAND] > 10
+        assert probe.latest(topics.TELEOP_INTERVENING).msg.data is True
+        assert list(probe.latest(topics.TELEOP_COMMAND).msg.name) == PROFILE.robot.joint_names
+    finally:
+        assert runner.stop() == 0
