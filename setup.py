@@ -13,6 +13,7 @@ NODES = {
     "tactile_node": "robot_rl.nodes.tactile_node:main",
     "robot_node": "robot_rl.nodes.robot_node:main",
     "teleop_node": "robot_rl.nodes.teleop_node:main",
+    "recorder_node": "robot_rl.nodes.recorder_node:main",
 }
 
 

@@ -30,6 +30,7 @@ class CameraNodeParams:
 
     camera: str = ""  # profile camera name; "" = the node's own name
     playback_file: str = ""  # a recorded .db3 to play instead of a live device (tests, offline replay)
+    playback_loop: bool = True  # replay the file from the start when it ends
     retry_max_s: float = 10.0  # device loss -> retry with back-off up to this period
 
     def validate(self) -> None:
@@ -51,10 +52,13 @@ class TactileNodeParams:
 class RobotNodeParams:
     """The real follower arm (robot.driver = dynamixel) behind the safety envelope."""
 
-    retry_max_s: float = 5.0
+    retry_max_s: float = 5.0  # port missing / wrong baud / adapter unplugged -> retry with back-off up to this
+    home_speed_scale: float = 0.25  # /robot/reset moves home at this fraction of each joint's max_velocity
+    torque_off_on_exit: bool = True  # False keeps the arm stiff after the node exits (arms that fall when limp)
 
     def validate(self) -> None:
         check(self.retry_max_s > 0, f"must be positive, got {self.retry_max_s}", "retry_max_s")
+        check(0 < self.home_speed_scale <= 1, f"must be in (0, 1], got {self.home_speed_scale}", "home_speed_scale")
 
 
 @dataclass
@@ -72,6 +76,25 @@ class TeleopParams:
         check(self.jog_step > 0, f"must be positive, got {self.jog_step}", "jog_step")
 
 
+@dataclass
+class RecorderParams:
+    """The store's only writer during operation (DESIGN.md §5)."""
+
+    store: str = "data/{profile}.zarr"  # {profile} is replaced by the profile name
+    mode: Literal["teleop", "rollout"] = "teleop"  # teleop: tick at the control rate; rollout: on policy command stamps
+    record_depth: bool = False
+    start_timeout_s: float = 5.0  # start waits this long for every stream to be fresh, then refuses
+    min_rate_fraction: float = 0.9  # health bar: achieved rate vs control rate
+    max_invalid_fraction: float = 0.05  # health bar: ticks without a valid observation
+
+    def validate(self) -> None:
+        check(bool(self.store), "must name a store path", "store")
+        check(self.start_timeout_s > 0, f"must be positive, got {self.start_timeout_s}", "start_timeout_s")
+        check(0 < self.min_rate_fraction <= 1, f"must be in (0, 1], got {self.min_rate_fraction}", "min_rate_fraction")
+        check(0 <= self.max_invalid_fraction < 1, f"must be in [0, 1), got {self.max_invalid_fraction}",
+              "max_invalid_fraction")
+
+
 # executable name -> "module:Class" of its params (imported lazily so nothing heavy loads here)
 NODE_PARAMS: dict[str, str] = {
     "sim_robot_node": "robot_rl.config.nodes:SimRobotParams",
@@ -79,6 +102,7 @@ NODE_PARAMS: dict[str, str] = {
     "tactile_node": "robot_rl.config.nodes:TactileNodeParams",
     "robot_node": "robot_rl.config.nodes:RobotNodeParams",
     "teleop_node": "robot_rl.config.nodes:TeleopParams",
+    "recorder_node": "robot_rl.config.nodes:RecorderParams",
 }
 
 

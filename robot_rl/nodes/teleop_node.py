@@ -15,7 +15,7 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
 
 from robot_rl.config import ConfigError
-from robot_rl.drivers.teleop.base import DISCARD, FAILURE, START, STOP, SUCCESS, DeviceError
+from robot_rl.drivers.teleop.base import DISCARD, FAILURE, START, STOP, SUCCESS, DeviceError, TeleopInput
 from robot_rl.drivers.teleop.registry import make_device
 from robot_rl.ros import convert, qos, topics
 from robot_rl.ros.node import ERROR, OK, WARN, RobotRLNode, run_node
@@ -35,6 +35,8 @@ class TeleopNode(RobotRLNode):
         self.ticks = self.commands = self.device_errors = 0
         self.last_error = ""
         self.events_sent: list[str] = []
+        self.recording = False
+        self.hold: np.ndarray | None = None
 
         self.create_subscription(JointState, topics.JOINT_STATES, self.on_joint_state,
                                  qos.sensor_subscription(self.profile.robot.state_rate_hz))
@@ -49,6 +51,7 @@ class TeleopNode(RobotRLNode):
             DISCARD: self.create_client(Trigger, topics.RECORDER_DISCARD),
             SUCCESS: self.create_client(SetBool, topics.RECORDER_LABEL_SUCCESS),
         }
+        self.create_subscription(String, topics.EPISODE_EVENTS, self.on_episode_event, qos.RELIABLE)
         self.create_timer(1.0 / self.profile.robot.control_rate_hz, self.tick)
         self.get_logger().info(f"teleop device '{self.params.device}' ready"
                                + (", driving /robot/command" if self.robot_pub else ""))
@@ -60,19 +63,46 @@ class TeleopNode(RobotRLNode):
             pass
 
     def on_task_state(self, msg: String) -> None:
-        self.task_state = json.loads(msg.data)
+        state = json.loads(msg.data)
+        if self.task_state is not None and state.get("episode") != self.task_state.get("episode"):
+            self.hold = self.joint_pos = None  # the sim was reset: forget the old pose
+        self.task_state = state
+
+    def on_episode_event(self, msg: String) -> None:
+        event = json.loads(msg.data).get("event")
+        if event == START:
+            self.recording = True
+        elif event in ("commit", DISCARD, "lost"):
+            self.recording = False
+
+    def waiting_for_recorder(self) -> bool:
+        """The sim expert waits for the recorder to start each episode, so demos begin at rest."""
+        return self.params.device == "expert" and not self.recording and self.recorder[START].service_is_ready()
 
     def tick(self) -> None:
         if self.joint_pos is None:
             return  # no robot state yet: nothing to teleoperate
         self.ticks += 1
+        if self.waiting_for_recorder():
+            self.hold = self.joint_pos.copy() if self.hold is None else self.hold
+            inp = TeleopInput(target=self.hold)
+        else:
+            self.hold = None
+            inp = self.read_device()
+            if inp is None:
+                return
+        self.publish(inp)
+
+    def read_device(self) -> TeleopInput | None:
         try:
-            inp = self.device.read(self.joint_pos, self.task_state)
+            return self.device.read(self.joint_pos, self.task_state)
         except DeviceError as e:
             self.device_errors += 1
             self.last_error = str(e)
             self.get_logger().error(str(e), throttle_duration_sec=2.0)
-            return
+            return None
+
+    def publish(self, inp: TeleopInput) -> None:
         stamp = time.time()
         if inp.target is not None:
             msg = convert.joint_state_msg(self.joint_names, inp.target, stamp=stamp)

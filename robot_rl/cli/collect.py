@@ -1,0 +1,165 @@
+"""`robot-rl collect`: bring up a profile's collection graph (robot, sensors, teleop, recorder) and
+collect N episodes into a store. On a sim profile with the scripted expert it runs unattended:
+reset -> start recording -> expert acts -> success or timeout -> label -> commit. On a real setup
+the operator drives episodes from the teleop device and this command shows status until N commits.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import time
+from pathlib import Path
+
+from robot_rl.config import load_profile
+
+STATUS_PERIOD = 0.5
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("collect", help="collect teleoperated episodes into a store")
+    p.add_argument("--profile", default="sim")
+    p.add_argument("--store", type=Path, default=None, help="store path (default: the profile's recorder param)")
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--max-seconds", type=float, default=15.0, help="sim: episode timeout")
+    p.add_argument("--expert-noise", type=float, default=None, help="sim: scripted expert noise (default: profile)")
+    p.add_argument("--seed", type=int, default=None, help="sim: seed for layouts and expert")
+    p.add_argument("--log", type=Path, default=None, help="write node logs here instead of the terminal")
+    p.set_defaults(func=run_collect)
+
+
+def store_path_of(profile, override: Path | None) -> Path:
+    if override is not None:
+        return override
+    spec = next(n for n in profile.nodes_for("collect") if n.executable == "recorder_node")
+    return Path(profile.node_params(spec.name).store.replace("{profile}", profile.name))
+
+
+def run_collect(args: argparse.Namespace) -> int:
+    import rclpy
+    from std_msgs.msg import String
+    from tqdm import tqdm
+
+    from robot_rl.ros import qos, topics
+    from robot_rl.ros.graph import GraphRunner
+    from robot_rl.ros.sim_client import RobotClient
+
+    profile = load_profile(args.profile)
+    recorder = next((n for n in profile.nodes_for("collect") if n.executable == "recorder_node"), None)
+    teleop = next((n for n in profile.nodes_for("collect") if n.executable == "teleop_node"), None)
+    if recorder is None:
+        raise SystemExit(f"robot-rl collect: profile {profile.name} has no recorder_node in mode 'collect'")
+    store = store_path_of(profile, args.store)
+    overrides = {recorder.name: {"store": str(store.resolve())}}
+    if teleop is not None:
+        t = overrides.setdefault(teleop.name, {})
+        if args.expert_noise is not None:
+            t["expert_noise"] = str(args.expert_noise)
+        if args.seed is not None:
+            t["seed"] = str(args.seed)
+    sim_node = next((n for n in profile.nodes_for("collect") if n.executable == "sim_robot_node"), None)
+    if sim_node is not None and args.seed is not None:
+        overrides.setdefault(sim_node.name, {})["seed"] = str(args.seed)
+    log = open(args.log, "w") if args.log else None
+    runner = GraphRunner(profile, mode="collect", overrides=overrides, out=log)
+    unattended = profile.sim is not None and teleop is not None and teleop.params.get("device") == "expert"
+    print(f"== collect: {args.episodes} episodes of profile {profile.name} into {store}"
+          + (" (scripted expert, unattended)" if unattended else " (drive episodes from the teleop device)"))
+    runner.start()
+    rclpy.init()
+    client = RobotClient(profile, name="collect_client")
+    events: queue.Queue = queue.Queue()
+    client.probe.node.create_subscription(String, topics.EPISODE_EVENTS, lambda m: events.put(json.loads(m.data)),
+                                          qos.RELIABLE)
+    results = []
+    try:
+        problem = client.wait_ready(timeout=90)
+        if problem:
+            print(f"error: the graph did not come up: {problem}")
+            return 1
+        session = RecorderSession(client)
+        bar = tqdm(total=args.episodes, unit="episode", dynamic_ncols=True)
+        while len(results) < args.episodes:
+            if runner.poll():
+                name, code = runner.first_exit
+                print(f"error: node '{name}' exited with status {code}")
+                return 1
+            result = session.sim_episode(args.max_seconds) if unattended else session.wait_commit(events)
+            if result is None:
+                continue
+            results.append(result)
+            wins = sum(r["success"] for r in results)
+            flagged = sum(not r["health"]["ok"] for r in results)
+            bar.update(1)
+            bar.set_postfix(success=f"{wins}/{len(results)}", steps=result["steps"], flagged=flagged)
+        bar.close()
+    finally:
+        client.close()
+        rclpy.try_shutdown()
+        code = runner.stop()
+        if log:
+            log.close()
+    wins = sum(r["success"] for r in results)
+    flagged = [r["index"] for r in results if not r["health"]["ok"]]
+    print(f"== collected {len(results)} episodes into {store}: {wins} successes"
+          + (f"; below the health bar: episodes {flagged}" if flagged else "; all passed the health bar"))
+    return code
+
+
+class RecorderSession:
+    """Drives the recorder's services for one episode at a time."""
+
+    def __init__(self, client):
+        from std_srvs.srv import SetBool, Trigger
+
+        from robot_rl.ros import topics
+
+        node = client.probe.node
+        self.client = client
+        self.Trigger, self.SetBool = Trigger, SetBool
+        self.start = node.create_client(Trigger, topics.RECORDER_START)
+        self.stop = node.create_client(Trigger, topics.RECORDER_STOP)
+        self.label = node.create_client(SetBool, topics.RECORDER_LABEL_SUCCESS)
+        for c in (self.start, self.stop, self.label):
+            if not c.wait_for_service(timeout_sec=30):
+                raise RuntimeError(f"recorder service {c.srv_name} not available")
+
+    def begin(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            response = self.client.call(self.start, self.Trigger.Request())
+            if response.success:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"recorder refused to start: {response.message}")
+            time.sleep(0.1)
+
+    def sim_episode(self, max_seconds: float) -> dict:
+        state = self.client.reset(clear_streams=False)
+        episode = state.get("episode")
+        self.begin()
+        start = time.monotonic()
+        success = False
+        while time.monotonic() - start < max_seconds:
+            current = self.client.task_state(episode)
+            if current and current.get("success"):
+                success = True
+                break
+            time.sleep(0.02)
+        self.client.call(self.label, self.SetBool.Request(data=success))
+        response = self.client.call(self.stop, self.Trigger.Request(), timeout=60)
+        if not response.success:
+            raise RuntimeError(f"recorder could not commit: {response.message}")
+        info = json.loads(response.message)
+        return {"index": info["index"], "success": success, "health": info["health"],
+                "steps": info["health"]["ticks"] - info["health"]["invalid_ticks"]}
+
+    def wait_commit(self, events: queue.Queue) -> dict | None:
+        try:
+            event = events.get(timeout=STATUS_PERIOD)
+        except queue.Empty:
+            return None
+        if event.get("event") != "commit":
+            return None
+        return {"index": event["index"], "success": event["success"], "health": event["health"],
+                "steps": event["health"]["ticks"] - event["health"]["invalid_ticks"]}

@@ -1,0 +1,244 @@
+"""The recorder's core (no ROS): sensor samples and commands in, aligned store steps out.
+
+Every observation is built by the as-of join of DESIGN.md §4 (`AsOfAligner`), the same function the
+policy node uses at deployment. Steps stream to disk through an `EpisodeWriter` (background thread),
+held back by one tick so the final step can carry the sparse reward once the label is known.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from robot_rl.config import Profile, to_dict
+from robot_rl.data.align import AsOfAligner
+from robot_rl.data.episode_writer import EpisodeWriter
+from robot_rl.data.schema import KeySpec, StoreError
+from robot_rl.data.store import Store
+
+JOINTS = "joint_state"
+ACTION, BASE_ACTION, RESIDUAL = "action", "base_action", "residual"
+
+
+def camera_key(name: str) -> str:
+    return f"obs/camera_{name}"
+
+
+def depth_key(name: str) -> str:
+    return f"obs/depth_{name}"
+
+
+def tactile_key(name: str) -> str:
+    return f"obs/tactile_{name}"
+
+
+def store_layout(profile: Profile, record_depth: bool = False) -> tuple[dict[str, KeySpec], dict[str, Any]]:
+    """The store keys and root attributes a profile's recordings use (demos and rollouts alike)."""
+    n = len(profile.robot.joints)
+    keys = {"obs/joint_pos": KeySpec((n,), "float32"), "obs/joint_vel": KeySpec((n,), "float32")}
+    streams = [{"name": "joint_state", "shape": [n], "dtype": "float32", "rate_hz": profile.robot.state_rate_hz}]
+    for cam in profile.cameras:
+        keys[camera_key(cam.name)] = KeySpec((cam.height, cam.width, 3), "uint8")
+        streams.append({"name": f"camera_{cam.name}", "shape": [cam.height, cam.width, 3], "dtype": "uint8",
+                        "rate_hz": cam.fps})
+        if record_depth and cam.depth:
+            keys[depth_key(cam.name)] = KeySpec((cam.height, cam.width), "uint16")
+    for tac in profile.tactile:
+        keys[tactile_key(tac.name)] = KeySpec((tac.rows, tac.cols), "float32")
+        streams.append({"name": f"tactile_{tac.name}", "shape": [tac.rows, tac.cols], "dtype": "float32",
+                        "rate_hz": tac.rate_hz})
+    for key in (ACTION, BASE_ACTION, RESIDUAL):
+        keys[key] = KeySpec((n,), "float32")
+    keys.update({"reward": KeySpec((), "float32"), "intervention": KeySpec((), "bool"), "stamp": KeySpec((), "float64")})
+    attrs = {
+        "control_rate_hz": profile.robot.control_rate_hz,
+        "profile": to_dict(profile),
+        "streams": streams,
+        "action": {"joint_names": profile.robot.joint_names, "lower": [j.lower for j in profile.robot.joints],
+                   "upper": [j.upper for j in profile.robot.joints]},
+    }
+    return keys, attrs
+
+
+def stream_max_ages(profile: Profile, record_depth: bool = False) -> dict[str, float]:
+    """How old each stream's newest sample may be at a tick: a few periods plus transport and
+    scheduling slack (a busy 2-core machine delays a Python callback by tens of milliseconds)."""
+    period = 1.0 / profile.robot.control_rate_hz
+    ages = {JOINTS: max(5.0 / profile.robot.state_rate_hz, 0.05), ACTION: 2.5 * period}
+    for cam in profile.cameras:
+        ages[f"color/{cam.name}"] = 3.0 / cam.fps + 0.03
+        if record_depth and cam.depth:
+            ages[f"depth/{cam.name}"] = 3.0 / cam.fps + 0.03
+    for tac in profile.tactile:
+        ages[f"tactile/{tac.name}"] = max(5.0 / tac.rate_hz, 0.05)
+    return ages
+
+
+def open_or_create(path, profile: Profile, record_depth: bool = False) -> Store:
+    """Open `path` for writing, creating it with the profile's layout; refuse a store of another layout."""
+    keys, attrs = store_layout(profile, record_depth)
+    try:
+        store = Store.open(path, "a")
+    except StoreError:
+        from pathlib import Path
+
+        if Path(path).exists():
+            raise
+        return Store.create(path, keys=keys, attrs=attrs)
+    mismatch = {k for k in set(keys) ^ set(store.keys)} | {k for k in keys if k in store.keys and store.keys[k] != keys[k]}
+    if mismatch:
+        store.close()
+        raise StoreError(f"{path}: recorded with a different setup (keys differ: {', '.join(sorted(mismatch))}); "
+                         f"use a new store path for profile {profile.name}")
+    return store
+
+
+@dataclass
+class EpisodeHealth:
+    """Per-episode health stored with the episode; an episode below the bar is flagged, not hidden."""
+
+    control_rate_hz: float
+    camera_periods: dict[str, float]
+    min_rate_fraction: float = 0.9
+    max_invalid_fraction: float = 0.05
+    ticks: int = 0
+    invalid: int = 0
+    recorded_stamps: list[float] = field(default_factory=list)
+    dropped_frames: dict[str, int] = field(default_factory=dict)
+    invalid_reasons: dict[str, int] = field(default_factory=dict)
+    last_frame: dict[str, float] = field(default_factory=dict)
+
+    def frame(self, camera: str, stamp: float) -> None:
+        last = self.last_frame.get(camera)
+        period = self.camera_periods[camera]
+        if last is not None and stamp - last > 1.5 * period:
+            self.dropped_frames[camera] = self.dropped_frames.get(camera, 0) + round((stamp - last) / period) - 1
+        self.last_frame[camera] = stamp
+
+    def report(self) -> dict[str, Any]:
+        s = np.asarray(self.recorded_stamps)
+        span = float(s[-1] - s[0]) if len(s) > 1 else 0.0
+        rate = (len(s) - 1) / span if span > 0 else 0.0
+        largest_gap = float(np.diff(s).max()) if len(s) > 1 else 0.0
+        invalid_fraction = self.invalid / self.ticks if self.ticks else 0.0
+        problems = []
+        if len(s) > 1 and rate < self.min_rate_fraction * self.control_rate_hz:
+            problems.append(f"rate {rate:.1f} Hz < {self.min_rate_fraction:.0%} of {self.control_rate_hz:g} Hz")
+        if invalid_fraction > self.max_invalid_fraction:
+            problems.append(f"{invalid_fraction:.0%} invalid ticks (> {self.max_invalid_fraction:.0%})")
+        if largest_gap > 3.0 / self.control_rate_hz:
+            problems.append(f"largest gap {largest_gap * 1e3:.0f} ms")
+        return {"ok": not problems, "problems": problems, "achieved_rate_hz": round(rate, 3),
+                "largest_gap_s": round(largest_gap, 4), "ticks": self.ticks, "invalid_ticks": self.invalid,
+                "invalid_reasons": dict(self.invalid_reasons), "dropped_frames": dict(self.dropped_frames)}
+
+
+class Recording:
+    """Thread-safe enough for one callback thread adding samples and one tick thread recording."""
+
+    def __init__(self, profile: Profile, writer: EpisodeWriter, *, record_depth: bool = False,
+                 min_rate_fraction: float = 0.9, max_invalid_fraction: float = 0.05):
+        self.profile = profile
+        self.writer = writer
+        self.record_depth = record_depth
+        self.aligner = AsOfAligner(stream_max_ages(profile, record_depth))
+        self.health_bar = (min_rate_fraction, max_invalid_fraction)
+        self.cameras = [c.name for c in profile.cameras]
+        self.health: EpisodeHealth | None = None
+        self.success: bool | None = None
+        self.intervening = False
+        self.base_ckpt = ""
+        self._held: dict[str, np.ndarray] | None = None
+        self.episodes_committed = 0
+
+    @property
+    def recording(self) -> bool:
+        return self.health is not None
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def add_joint_state(self, stamp: float, position: np.ndarray, velocity: np.ndarray) -> None:
+        self.aligner.add(JOINTS, stamp, (position, velocity))
+
+    def add_image(self, kind: str, camera: str, stamp: float, image: np.ndarray) -> None:
+        if kind == "depth" and not self.record_depth:
+            return
+        if self.aligner.add(f"{kind}/{camera}", stamp, image) and kind == "color" and self.health is not None:
+            self.health.frame(camera, stamp)
+
+    def add_tactile(self, sensor: str, stamp: float, image: np.ndarray) -> None:
+        self.aligner.add(f"tactile/{sensor}", stamp, image)
+
+    def add_command(self, stamp: float, positions: np.ndarray) -> None:
+        self.aligner.add(ACTION, stamp, positions)
+
+    def stale_streams(self, now: float) -> dict[str, str]:
+        """The start gate: sensor streams not fresh at `now` ({} = ready). Commands are not required
+        yet: a teleoperator (or the sim expert) may only start moving once recording starts."""
+        return {s: p for s, p in self.aligner.observe(now).problems.items() if s != ACTION}
+
+    # -- episode lifecycle ----------------------------------------------------------------------
+    def start(self, source: str = "demo", base_ckpt: str = "") -> None:
+        self.writer.begin(source=source)
+        self.base_ckpt = base_ckpt
+        self.success = None
+        self._held = None
+        self.health = EpisodeHealth(self.profile.robot.control_rate_hz,
+                                    {c.name: 1.0 / c.fps for c in self.profile.cameras}, *self.health_bar)
+
+    def tick(self, t: float) -> bool:
+        """Record the observation at time t with the command in effect; False if it was invalid."""
+        if self.health is None:
+            return False
+        self.health.ticks += 1
+        obs = self.aligner.observe(t)
+        if not obs.valid:
+            self.health.invalid += 1
+            for stream in obs.problems:
+                self.health.invalid_reasons[stream] = self.health.invalid_reasons.get(stream, 0) + 1
+            return False
+        position, velocity = obs.values[JOINTS]
+        action = np.asarray(obs.values[ACTION], dtype=np.float32)
+        step: dict[str, Any] = {"obs/joint_pos": position, "obs/joint_vel": velocity, ACTION: action,
+                                BASE_ACTION: action, RESIDUAL: np.zeros_like(action), "reward": 0.0,
+                                "intervention": self.intervening, "stamp": t}
+        for cam in self.profile.cameras:
+            step[camera_key(cam.name)] = obs.values[f"color/{cam.name}"]
+            if self.record_depth and cam.depth:
+                step[depth_key(cam.name)] = obs.values[f"depth/{cam.name}"]
+        for tac in self.profile.tactile:
+            step[tactile_key(tac.name)] = obs.values[f"tactile/{tac.name}"]
+        if self._held is not None:
+            self.writer.add_step(self._held)
+        self._held = step
+        self.health.recorded_stamps.append(t)
+        return True
+
+    def label(self, success: bool) -> None:
+        self.success = success
+
+    def stop(self) -> tuple[int, dict]:
+        """Commit the episode (sparse reward 1 on the last step if labelled a success)."""
+        if self.health is None:
+            raise StoreError("not recording")
+        health = self.health.report()
+        health["labelled"] = self.success is not None
+        try:
+            if self._held is None:
+                raise StoreError("the episode has no valid step (every tick was invalid); nothing to commit: "
+                                 + "; ".join(f"{s}: {n} ticks" for s, n in health["invalid_reasons"].items()))
+            self._held["reward"] = 1.0 if self.success else 0.0
+            self.writer.add_step(self._held)
+            index = self.writer.commit(bool(self.success), health, base_ckpt=self.base_ckpt)
+        except BaseException:
+            self.writer.discard()
+            raise
+        finally:
+            self.health, self._held = None, None
+        self.episodes_committed += 1
+        return index, health
+
+    def discard(self) -> None:
+        self.writer.discard()
+        self.health, self._held = None, None
+

@@ -1,0 +1,166 @@
+"""recorder_node: the store's only writer during operation (teleop demos and policy rollouts).
+
+Teleop mode ticks at the control rate; rollout mode ticks on the policy's command stamps. Each tick
+records the as-of-joined observation and the command in effect (robot_rl.data.recording). Disk
+writes run in the episode writer's thread; services start/stop/discard/label_success; every
+transition is published on /episode/events.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, String
+from std_srvs.srv import SetBool, Trigger
+
+from robot_rl.config import ConfigError
+from robot_rl.data.episode_writer import EpisodeWriter
+from robot_rl.data.recording import Recording, open_or_create
+from robot_rl.data.schema import StoreError
+from robot_rl.ros import convert, qos, topics
+from robot_rl.ros.node import OK, WARN, RobotRLNode, run_node
+
+
+class RecorderNode(RobotRLNode):
+    def __init__(self):
+        super().__init__("recorder", "recorder_node")
+        p = self.params
+        self.store_path = Path(p.store.replace("{profile}", self.profile.name))
+        try:
+            self.store = open_or_create(self.store_path, self.profile, p.record_depth)
+        except StoreError as e:
+            raise ConfigError(str(e), "recorder.params.store", self.profile.source) from None
+        self.writer = EpisodeWriter(self.store)
+        self.rec = Recording(self.profile, self.writer, record_depth=p.record_depth,
+                             min_rate_fraction=p.min_rate_fraction, max_invalid_fraction=p.max_invalid_fraction)
+        self.joint_names = self.profile.robot.joint_names
+        self.last_event = ""
+        self.lost_episodes = 0
+
+        robot = self.profile.robot
+        self.create_subscription(JointState, topics.JOINT_STATES, self.on_joint_state,
+                                 qos.sensor_subscription(robot.state_rate_hz))
+        for cam in self.profile.cameras:
+            self.create_subscription(Image, topics.camera_color(cam.name),
+                                     lambda m, c=cam.name: self.on_image("color", c, m), qos.sensor_subscription(cam.fps))
+            if p.record_depth and cam.depth:
+                self.create_subscription(Image, topics.camera_depth(cam.name),
+                                         lambda m, c=cam.name: self.on_image("depth", c, m), qos.sensor_subscription(cam.fps))
+        for tac in self.profile.tactile:
+            self.create_subscription(Image, topics.tactile_image(tac.name),
+                                     lambda m, s=tac.name: self.on_tactile(s, m), qos.sensor_subscription(tac.rate_hz))
+        self.create_subscription(JointState, topics.ROBOT_COMMAND, self.on_command, qos.COMMAND)
+        self.create_subscription(Bool, topics.TELEOP_INTERVENING, self.on_intervening, qos.RELIABLE)
+        self.events = self.create_publisher(String, topics.EPISODE_EVENTS, qos.RELIABLE)
+        self.create_service(Trigger, topics.RECORDER_START, self.on_start)
+        self.create_service(Trigger, topics.RECORDER_STOP, self.on_stop)
+        self.create_service(Trigger, topics.RECORDER_DISCARD, self.on_discard)
+        self.create_service(SetBool, topics.RECORDER_LABEL_SUCCESS, self.on_label)
+        if p.mode == "teleop":
+            self.create_timer(1.0 / robot.control_rate_hz, lambda: self.rec.tick(time.time()))
+        self.get_logger().info(f"recording to {self.store_path} ({self.store.n_episodes} episodes so far), "
+                               f"{p.mode} mode")
+
+    # -- streams --------------------------------------------------------------------------------
+    def on_joint_state(self, msg: JointState) -> None:
+        try:
+            position = convert.joint_positions_from_msg(msg, self.joint_names)
+        except ValueError:
+            return
+        velocity = list(msg.velocity) if len(msg.velocity) == len(msg.position) else [0.0] * len(position)
+        order = [list(msg.name).index(n) for n in self.joint_names]
+        self.rec.add_joint_state(convert.from_time(msg.header.stamp), position, [velocity[i] for i in order])
+
+    def on_image(self, kind: str, camera: str, msg: Image) -> None:
+        self.rec.add_image(kind, camera, convert.from_time(msg.header.stamp), convert.msg_to_image(msg))
+
+    def on_tactile(self, sensor: str, msg: Image) -> None:
+        self.rec.add_tactile(sensor, convert.from_time(msg.header.stamp), convert.msg_to_image(msg))
+
+    def on_command(self, msg: JointState) -> None:
+        try:
+            q = convert.joint_positions_from_msg(msg, self.joint_names)
+        except ValueError:
+            return  # the robot rejects it too: it is not an executed command
+        stamp = convert.from_time(msg.header.stamp)
+        self.rec.add_command(stamp, q)
+        if self.params.mode == "rollout":
+            self.rec.tick(stamp)
+
+    def on_intervening(self, msg: Bool) -> None:
+        self.rec.intervening = msg.data
+
+    # -- services -------------------------------------------------------------------------------
+    def emit(self, event: str, **info) -> None:
+        self.last_event = event
+        payload = {"event": event, "stamp": time.time(), "episode": self.store.n_episodes, **info}
+        self.events.publish(String(data=json.dumps(payload)))
+
+    def on_start(self, request, response):
+        if self.rec.recording:
+            response.success, response.message = False, "already recording (stop or discard first)"
+            return response
+        stale = self.rec.stale_streams(time.time())
+        if stale:
+            response.success = False
+            response.message = "not starting, streams not fresh: " + "; ".join(f"{s}: {p}" for s, p in stale.items())
+            return response
+        source = "demo" if self.params.mode == "teleop" else "rollout"
+        self.rec.start(source=source)
+        self.emit("start", source=source)
+        response.success, response.message = True, f"recording episode {self.store.n_episodes}"
+        return response
+
+    def on_stop(self, request, response):
+        if not self.rec.recording:
+            response.success, response.message = False, "not recording"
+            return response
+        try:
+            index, health = self.rec.stop()
+        except (StoreError, OSError) as e:
+            self.lost_episodes += 1
+            self.emit("lost", reason=str(e))
+            self.get_logger().error(f"episode lost: {e}")
+            response.success, response.message = False, f"episode lost: {e}"
+            return response
+        self.emit("commit", index=index, success=self.store.episodes_meta()[index]["success"], health=health)
+        if not health["ok"]:
+            self.get_logger().warn(f"episode {index} below the health bar: {'; '.join(health['problems'])}")
+        response.success, response.message = True, json.dumps({"index": index, "health": health})
+        return response
+
+    def on_discard(self, request, response):
+        was = self.rec.recording
+        self.rec.discard()
+        if was:
+            self.emit("discard")
+        response.success, response.message = True, "discarded" if was else "nothing to discard"
+        return response
+
+    def on_label(self, request, response):
+        self.rec.label(request.data)
+        self.emit("success" if request.data else "failure")
+        response.success, response.message = True, "labelled"
+        return response
+
+    def diagnostics(self):
+        level = WARN if self.lost_episodes else OK
+        return level, ("recording" if self.rec.recording else "idle"), {
+            "store": str(self.store_path), "episodes": self.store.n_episodes,
+            "recording": str(self.rec.recording).lower(), "lost_episodes": self.lost_episodes,
+            "last_event": self.last_event}
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self.writer.close()  # discards an open episode: only committed episodes count
+        self.store.close()
+
+
+def main(args=None) -> int:
+    return run_node(RecorderNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""The recorder core without ROS: aligned steps, start gate, health flags, sparse reward, layouts."""
+import numpy as np
+import pytest
+
+from robot_rl.config import load_profile
+from robot_rl.data.episode_writer import EpisodeWriter
+from robot_rl.data.recording import Recording, open_or_create, store_layout
+from robot_rl.data.schema import StoreError
+from robot_rl.data.store import Store
+
+PROFILE = load_profile("sim")
+N = len(PROFILE.robot.joints)
+
+
+def feed(rec: Recording, t0: float, t1: float, action_from: float | None = None):
+    """Synthetic streams at their profile rates between t0 and t1 (values encode their stamp)."""
+    def times(rate):  # sample instants in (t0, t1]
+        return np.arange(np.floor(t0 * rate + 1e-9) + 1, np.floor(t1 * rate + 1e-9) + 1) / rate
+
+    for t in times(PROFILE.robot.state_rate_hz):
+        rec.add_joint_state(t, np.full(N, t), np.zeros(N))
+    for cam in PROFILE.cameras:
+        for t in times(cam.fps):
+            rec.add_image("color", cam.name, t, np.full((cam.height, cam.width, 3), int(t * 10) % 255, np.uint8))
+    for tac in PROFILE.tactile:
+        for t in times(tac.rate_hz):
+            rec.add_tactile(tac.name, t, np.full((tac.rows, tac.cols), t, np.float32))
+    if action_from is not None:
+        for t in times(PROFILE.robot.control_rate_hz):
+            if t >= action_from:
+                rec.add_command(t, np.full(N, -t))
+
+
+@pytest.fixture
+def recording(tmp_path):
+    store = open_or_create(tmp_path / "s.zarr", PROFILE)
+    writer = EpisodeWriter(store, background=False)
+    yield Recording(PROFILE, writer), store
+    writer.close()
+    store.close()
+
+
+def test_steps_are_as_of_joins_without_future_samples(recording):
+    rec, store = recording
+    feed(rec, -0.2, 0.2, action_from=-0.2)
+    assert rec.stale_streams(0.2) == {}
+    rec.start()
+    ticks = np.round(np.arange(0.2, 1.0, 0.1), 6)
+    for t in ticks:  # online: samples up to t have arrived (plus some newer ones), then the tick
+        feed(rec, t - 0.1, t + 0.03, action_from=-1)
+        assert rec.tick(t)
+    rec.label(True)
+    index, health = rec.stop()
+    ep = store.read_episode(index)
+    assert len(ep["stamp"]) == len(ticks)
+    # every recorded sample is the newest at or before its tick, never later
+    assert np.all(ep["obs/joint_pos"][:, 0] <= ep["stamp"] + 1e-6)  # float32 stamps
+    assert np.all(ep["stamp"] - ep["obs/joint_pos"][:, 0] < 0.011)
+    assert np.all(-ep["action"][:, 0] <= ep["stamp"] + 1e-6)
+    assert ep["reward"].tolist() == [0.0] * (len(ticks) - 1) + [1.0]
+    assert store.episodes_meta()[index]["success"] and health["ok"]
+
+
+def test_start_gate_names_stale_streams(recording):
+    rec, _ = recording
+    feed(rec, 0.0, 1.0)
+    problems = rec.stale_streams(2.0)  # nothing newer than t=1.0
+    assert set(problems) == {"joint_state", "color/front", "color/wrist", "tactile/left_finger", "tactile/right_finger"}
+    assert all("stale" in p for p in problems.values())
+
+
+def test_invalid_ticks_and_gaps_flag_the_episode(recording):
+    rec, store = recording
+    feed(rec, -0.1, 0.1, action_from=-0.1)
+    rec.start()
+    for t in np.round(np.arange(0.1, 1.0, 0.1), 6):
+        feed(rec, t - 0.1, t, action_from=-1)
+        assert rec.tick(t)
+    for t in np.arange(1.5, 2.0, 0.1):  # streams stopped at t=1.0
+        assert not rec.tick(t)
+    index, health = rec.stop()
+    assert not health["ok"] and health["invalid_ticks"] == 5
+    assert any("invalid ticks" in p for p in health["problems"])
+    assert store.episodes_meta()[index]["health"]["ok"] is False
+
+
+def test_episode_without_valid_steps_is_refused_and_nothing_is_written(recording):
+    rec, store = recording
+    rec.start()
+    assert not rec.tick(5.0)
+    with pytest.raises(StoreError, match="no valid step"):
+        rec.stop()
+    assert store.n_episodes == 0 and not rec.recording
+
+
+def test_dropped_camera_frames_are_counted(recording):
+    rec, store = recording
+    rec.start()
+    for t in [0.0, 1 / 30, 4 / 30, 5 / 30]:  # frames 2 and 3 missing
+        rec.add_image("color", "front", t, np.zeros((128, 128, 3), np.uint8))
+    assert rec.health.dropped_frames == {"front": 2}
+
+
+def test_store_layout_and_mismatch_refused(tmp_path):
+    keys, attrs = store_layout(PROFILE)
+    assert keys["obs/camera_front"].shape == (128, 128, 3) and keys["obs/tactile_left_finger"].shape == (4, 4)
+    assert attrs["action"]["joint_names"] == PROFILE.robot.joint_names
+    other = load_profile("sim")
+    other.cameras = other.cameras[:1]
+    open_or_create(tmp_path / "s.zarr", PROFILE).close()
+    with pytest.raises(StoreError, match="different setup"):
+        open_or_create(tmp_path / "s.zarr", other)
+    assert Store.open(tmp_path / "s.zarr").n_episodes == 0
