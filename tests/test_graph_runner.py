@@ -39,32 +39,49 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def start_up(probe):
+@pytest.fixture
+def up(probe):
+    """`robot-rl up sim` as a child process; killed with its nodes whatever the test does."""
     probe.watch(topics.JOINT_STATES, JointState, qos.SENSOR)
-    up = subprocess.Popen([sys.executable, "-m", "robot_rl.cli.main", "up", "sim"], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-    assert probe.wait_count(topics.JOINT_STATES, 5, timeout=60), "sim graph never published joint states"
-    nodes = children(up.pid)
-    assert len(nodes) == len(PROFILE.nodes)
-    return up, nodes
+    proc = subprocess.Popen([sys.executable, "-m", "robot_rl.cli.main", "up", "sim"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert probe.wait_count(topics.JOINT_STATES, 5, timeout=90), "sim graph never published joint states"
+        nodes = children(proc.pid)
+        assert len(nodes) == len(PROFILE.nodes_for("robot"))
+        yield proc, nodes
+    finally:
+        if proc.poll() is None:
+            proc.kill()  # the nodes get SIGTERM from the kernel (PR_SET_PDEATHSIG)
+            proc.communicate(timeout=30)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_up_stops_every_node_cleanly(probe, sig):
-    up, nodes = start_up(probe)
-    up.send_signal(sig)
-    out, err = up.communicate(timeout=30)
-    assert up.returncode == 0, err
+def test_up_stops_every_node_cleanly(up, sig):
+    proc, nodes = up
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
     assert not any(alive(pid) for pid in nodes), "a node process outlived robot-rl up"
     assert "[sim_robot]" in out  # logs streamed with the node's prefix
 
 
-def test_up_stops_the_graph_when_a_node_dies(probe):
-    up, nodes = start_up(probe)
+def test_up_stops_the_graph_when_a_node_dies(up):
+    proc, nodes = up
     os.kill(nodes[0], signal.SIGKILL)
-    out, err = up.communicate(timeout=30)
-    assert up.returncode == 1
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
     assert "node 'sim_robot' exited with status -9; stopped the graph" in err
+
+
+def test_nodes_do_not_outlive_a_killed_runner(up):
+    proc, nodes = up
+    proc.kill()  # SIGKILL: the runner gets no chance to clean up
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in nodes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in nodes), "a node was orphaned by a killed runner"
 
 
 def test_lockstep_clock_advances_one_control_period_per_command(probe):

@@ -42,10 +42,13 @@ class TactileNodeParams:
     """One serial taxel sensor."""
 
     sensor: str = ""  # profile tactile sensor name; "" = the node's own name
-    retry_max_s: float = 5.0
+    retry_max_s: float = 5.0  # port missing/lost -> reopen with back-off up to this period
+    no_frames_timeout_s: float = 2.0  # port open but no valid frame for this long -> error in diagnostics
+    calibration_file: str = ""  # "" = calibration/<profile name>/<sensor>.yaml (zero baseline if absent)
 
     def validate(self) -> None:
         check(self.retry_max_s > 0, f"must be positive, got {self.retry_max_s}", "retry_max_s")
+        check(self.no_frames_timeout_s > 0, f"must be positive, got {self.no_frames_timeout_s}", "no_frames_timeout_s")
 
 
 @dataclass

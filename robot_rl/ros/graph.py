@@ -80,7 +80,8 @@ class GraphRunner:
         for i, spec in enumerate(self.specs):
             cmd = node_command(self.profile, spec, self.overrides.get(spec.name))
             proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, text=True, bufsize=1, start_new_session=True)
+                                    stdin=subprocess.DEVNULL, text=True, bufsize=1, start_new_session=True,
+                                    preexec_fn=_die_with_parent)
             node = NodeProcess(spec.name, proc)
             color = COLORS[i % len(COLORS)] if self.out is not None and self.out.isatty() else ""
             node.reader = threading.Thread(target=self._pump, args=(node, color), daemon=True)
@@ -143,6 +144,16 @@ class GraphRunner:
 
     def log(self, name: str) -> str:
         return "\n".join(next(n.lines for n in self.nodes if n.name == name))
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it if the runner dies (even by SIGKILL), so no node is orphaned."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: the runner's own stop() still cleans up
 
 
 def run_until_interrupted(runner: GraphRunner, duration: float | None = None) -> int:
