@@ -97,8 +97,11 @@ class TactileSpec:
 class ServoSpec:
     """One Dynamixel servo driving one profile joint: joint = direction * servo_angle + offset.
 
-    For a gripper, `joint_range` maps servo angles [closed, open] (rad) onto the joint's
-    [lower, upper] instead (a linear map), so the profile's gripper units stay those of the joint.
+    servo_angle is in rad, 0 at tick 2048, 4096 ticks per turn. For a gripper, `servo_range` maps
+    servo angles [at joint.lower, at joint.upper] (rad) linearly onto the joint's range instead, so
+    the profile's gripper units stay those of the joint (direction and offset are then unused).
+    `mode` is the servo's operating mode, written at start: position (one turn, ticks 0..4095),
+    extended_position (multi-turn) or current_position (multi-turn, current-limited: grippers).
     """
 
     joint: str
@@ -106,11 +109,14 @@ class ServoSpec:
     direction: int = 1
     offset: float = 0.0  # rad
     servo_range: list[float] = field(default_factory=list)  # [angle at joint.lower, angle at joint.upper]
+    mode: Literal["position", "extended_position", "current_position"] = "position"
 
     def validate(self) -> None:
         check(0 <= self.id <= 252, f"Dynamixel id must be 0..252, got {self.id}", "id")
         check(self.direction in (1, -1), f"must be 1 or -1, got {self.direction}", "direction")
         check(len(self.servo_range) in (0, 2), "must be [angle_at_lower, angle_at_upper] or omitted", "servo_range")
+        check(len(self.servo_range) != 2 or self.servo_range[0] != self.servo_range[1],
+              f"the two angles must differ, got {self.servo_range}", "servo_range")
 
 
 @dataclass
