@@ -32,8 +32,11 @@ demo: venv
 test: venv
 	$(PY) -m pytest -q tests
 
+# Benchmarks print JSON lines; results also land in runs/bench/*.jsonl.
+BENCHES := stream expert store
 bench: venv
-	$(PY) bench/stream.py
+	@mkdir -p runs/bench
+	@set -e; for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py | tee runs/bench/$$b.jsonl; done
 
 # Proves the package also builds as a ROS 2 ament_python package (colcon from the registry).
 clean:
