@@ -7,6 +7,7 @@ from robot_rl.data.episode_writer import EpisodeWriter
 from robot_rl.data.recording import Recording, open_or_create, store_layout
 from robot_rl.data.schema import StoreError
 from robot_rl.data.store import Store
+from robot_rl.data.store_check import check
 
 PROFILE = load_profile("sim")
 N = len(PROFILE.robot.joints)
@@ -59,6 +60,8 @@ def test_steps_are_as_of_joins_without_future_samples(recording):
     assert np.all(-ep["action"][:, 0] <= ep["stamp"] + 1e-6)
     assert ep["reward"].tolist() == [0.0] * (len(ticks) - 1) + [1.0]
     assert store.episodes_meta()[index]["success"] and health["ok"]
+    # all-zero arrays (a demo's residual) still have their chunk files: the deep check passes
+    assert not ep["residual"].any() and check(store.path, deep=True) == []
 
 
 def test_start_gate_names_stale_streams(recording):

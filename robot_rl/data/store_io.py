@@ -70,7 +70,9 @@ def open_array(zstore: zarr.storage.LocalStore, path: Path, name: str, writable:
     try:
         # write_empty_chunks: every committed row has a chunk file, so a missing file is damage
         # check() can see (zarr would otherwise read it silently as zeros).
-        return zarr.open_array(zstore, path=name, mode="r+" if writable else "r", config={"write_empty_chunks": True})
+        # zarr 3.1.6 ignores open_array(config=...): with_config is what takes effect.
+        array = zarr.open_array(zstore, path=name, mode="r+" if writable else "r")
+        return array.with_config({"write_empty_chunks": True})
     except (NodeNotFoundError, FileNotFoundError):
         raise StoreError(f"{path}: store is missing array {name!r}") from None
     except (BaseZarrError, ValueError, KeyError, TypeError) as e:
