@@ -67,3 +67,45 @@ def test_expert_teleop_drives_the_sim_to_success_through_ros(probe):
         assert list(probe.latest(topics.TELEOP_COMMAND).msg.name) == PROFILE.robot.joint_names
     finally:
         assert runner.stop() == 0
+
+
+def test_status_line_shows_recording_episode_rate_and_health():
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    from robot_rl.nodes.teleop_node import StatusLine
+
+    line = StatusLine("keyboard")
+    assert "no recorder" in line.text()
+    values = {"recording": "true", "episodes": "7", "episode_seconds": "3.2", "episode_rate_hz": "9.9",
+              "episode_health": "ok"}
+    line.on_diagnostics(DiagnosticArray(status=[DiagnosticStatus(
+        name="/recorder", values=[KeyValue(key=k, value=v) for k, v in values.items()])]))
+    assert all(part in line.text() for part in ["REC", "episode 7", "3.2 s", "9.9 Hz", "health ok"])
+    line.recorder["recording"] = "false"
+    line.last_event = "commit"
+    assert "idle" in line.text() and "last: commit" in line.text()
+
+
+@pytest.mark.timeout(120)
+def test_missing_teleop_device_is_retried_not_a_crash_loop(probe, tmp_path):
+    import yaml
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    data = yaml.safe_load(open(PROFILE.source))
+    data["leader"] = {"port": "/dev/robot_rl_no_such_leader", "servos": [
+        {"joint": j.name, "id": i + 1} for i, j in enumerate(PROFILE.robot.joints)]}
+    data["nodes"] = [{"name": "teleop", "executable": "teleop_node", "params": {"device": "leader_arm"}}]
+    path = tmp_path / "leader.yaml"
+    path.write_text(yaml.safe_dump(data))
+    probe.watch(topics.DIAGNOSTICS, DiagnosticArray, qos.RELIABLE)
+
+    def complains():
+        latest = probe.latest(topics.DIAGNOSTICS)
+        return latest is not None and any("no_such_leader" in s.message for s in latest.msg.status)
+
+    runner = GraphRunner(load_profile(str(path)), out=None).start()
+    try:
+        assert probe.wait_for(complains, timeout=60), runner.log("teleop")
+        assert not runner.poll(), "the teleop node must keep retrying, not exit"
+    finally:
+        runner.stop()

@@ -61,8 +61,10 @@ def run_collect(args: argparse.Namespace) -> int:
     if sim_node is not None and args.seed is not None:
         overrides.setdefault(sim_node.name, {})["seed"] = str(args.seed)
     log = open(args.log, "w") if args.log else None
-    runner = GraphRunner(profile, mode="collect", overrides=overrides, out=log)
     unattended = profile.sim is not None and teleop is not None and teleop.params.get("device") == "expert"
+    keyboard = teleop is not None and teleop.params.get("device", "keyboard") == "keyboard"
+    runner = GraphRunner(profile, mode="collect", overrides=overrides, out=log,
+                         foreground=[teleop.name] if keyboard else None)
     print(f"== collect: {args.episodes} episodes of profile {profile.name} into {store}"
           + (" (scripted expert, unattended)" if unattended else " (drive episodes from the teleop device)"))
     runner.start()

@@ -6,6 +6,7 @@ held back by one tick so the final step can carry the sparse reward once the lab
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,6 +152,7 @@ class Recording:
         self.base_ckpt = ""
         self._held: dict[str, np.ndarray] | None = None
         self.episodes_committed = 0
+        self.started_at = 0.0
 
     @property
     def recording(self) -> bool:
@@ -180,6 +182,7 @@ class Recording:
     # -- episode lifecycle ----------------------------------------------------------------------
     def start(self, source: str = "demo", base_ckpt: str = "") -> None:
         self.writer.begin(source=source)
+        self.started_at = time.time()
         self.base_ckpt = base_ckpt
         self.success = None
         self._held = None

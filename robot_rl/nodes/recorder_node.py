@@ -147,10 +147,16 @@ class RecorderNode(RobotRLNode):
 
     def diagnostics(self):
         level = WARN if self.lost_episodes else OK
-        return level, ("recording" if self.rec.recording else "idle"), {
-            "store": str(self.store_path), "episodes": self.store.n_episodes,
-            "recording": str(self.rec.recording).lower(), "lost_episodes": self.lost_episodes,
-            "last_event": self.last_event}
+        values = {"store": str(self.store_path), "episodes": self.store.n_episodes,
+                  "recording": str(self.rec.recording).lower(), "lost_episodes": self.lost_episodes,
+                  "last_event": self.last_event}
+        if self.rec.health is not None:  # the open episode, for live status lines
+            report = self.rec.health.report()
+            values.update({"episode_steps": len(self.rec.health.recorded_stamps),
+                           "episode_seconds": round(time.time() - self.rec.started_at, 1),
+                           "episode_rate_hz": report["achieved_rate_hz"], "episode_health": "ok" if report["ok"]
+                           else "; ".join(report["problems"])})
+        return level, ("recording" if self.rec.recording else "idle"), values
 
     def shutdown(self) -> None:
         super().shutdown()

@@ -7,9 +7,11 @@ recorder's services.
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
@@ -27,8 +29,7 @@ class TeleopNode(RobotRLNode):
         self.joint_names = self.profile.robot.joint_names
         try:
             self.device = make_device(self.params.device, self.profile, self.params)
-            self.device.start()
-        except DeviceError as e:
+        except DeviceError as e:  # a configuration mistake: say so once and exit
             raise ConfigError(str(e), "device", self.profile.source) from None
         self.joint_pos: np.ndarray | None = None
         self.task_state: dict | None = None
@@ -37,6 +38,10 @@ class TeleopNode(RobotRLNode):
         self.events_sent: list[str] = []
         self.recording = False
         self.hold: np.ndarray | None = None
+        self.device_ready = False
+        self.retry_delay = 0.5
+        self.retry_timer = self.create_timer(self.retry_delay, self.open_device)
+        self.open_device()
 
         self.create_subscription(JointState, topics.JOINT_STATES, self.on_joint_state,
                                  qos.sensor_subscription(self.profile.robot.state_rate_hz))
@@ -52,9 +57,29 @@ class TeleopNode(RobotRLNode):
             SUCCESS: self.create_client(SetBool, topics.RECORDER_LABEL_SUCCESS),
         }
         self.create_subscription(String, topics.EPISODE_EVENTS, self.on_episode_event, qos.RELIABLE)
+        self.status = StatusLine(self.params.device) if sys.stderr.isatty() else None
+        if self.status is not None:
+            self.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self.status.on_diagnostics, qos.RELIABLE)
+            self.create_timer(0.5, self.status.draw)
         self.create_timer(1.0 / self.profile.robot.control_rate_hz, self.tick)
-        self.get_logger().info(f"teleop device '{self.params.device}' ready"
+        self.get_logger().info(f"teleop device '{self.params.device}'"
                                + (", driving /robot/command" if self.robot_pub else ""))
+
+    def open_device(self) -> None:
+        """Open the device; a missing or unplugged device is retried with back-off, never a crash loop."""
+        if self.device_ready:
+            return
+        try:
+            self.device.start()
+        except DeviceError as e:
+            self.last_error = str(e)
+            self.get_logger().error(f"{e} (retrying in {self.retry_delay:.1f} s)")
+            self.retry_timer.cancel()
+            self.retry_delay = min(2 * self.retry_delay, 5.0)
+            self.retry_timer = self.create_timer(self.retry_delay, self.open_device)
+            return
+        self.device_ready, self.last_error = True, ""
+        self.retry_timer.cancel()
 
     def on_joint_state(self, msg: JointState) -> None:
         try:
@@ -70,6 +95,8 @@ class TeleopNode(RobotRLNode):
 
     def on_episode_event(self, msg: String) -> None:
         event = json.loads(msg.data).get("event")
+        if self.status is not None:
+            self.status.last_event = event
         if event == START:
             self.recording = True
         elif event in ("commit", DISCARD, "lost"):
@@ -80,8 +107,8 @@ class TeleopNode(RobotRLNode):
         return self.params.device == "expert" and not self.recording and self.recorder[START].service_is_ready()
 
     def tick(self) -> None:
-        if self.joint_pos is None:
-            return  # no robot state yet: nothing to teleoperate
+        if self.joint_pos is None or not self.device_ready:
+            return  # no robot state or no device yet: nothing to teleoperate
         self.ticks += 1
         if self.waiting_for_recorder():
             self.hold = self.joint_pos.copy() if self.hold is None else self.hold
@@ -127,14 +154,42 @@ class TeleopNode(RobotRLNode):
         client.call_async(request)
 
     def diagnostics(self):
-        level = ERROR if self.device_errors and self.last_error else (WARN if self.joint_pos is None else OK)
+        level = ERROR if self.last_error else (WARN if self.joint_pos is None else OK)
         message = self.last_error or ("waiting for joint states" if self.joint_pos is None else "teleoperating")
         return level, message, {"device": self.params.device, "ticks": self.ticks, "commands": self.commands,
                                 "device_errors": self.device_errors, "events": ",".join(self.events_sent[-5:])}
 
     def shutdown(self) -> None:
         super().shutdown()
-        self.device.close()
+        if self.device_ready:
+            self.device.close()
+
+
+class StatusLine:
+    """The operator's live one-liner: recording?, episode, duration, rate, health (from the recorder)."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.recorder: dict[str, str] = {}
+        self.last_event = ""
+
+    def on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.endswith("recorder"):
+                self.recorder = {kv.key: kv.value for kv in status.values}
+
+    def text(self) -> str:
+        r = self.recorder
+        if not r:
+            return f"no recorder running | device {self.device}"
+        if r.get("recording") == "true":
+            return (f"\033[31m● REC\033[0m episode {r.get('episodes')}  {r.get('episode_seconds', '0')} s  "
+                    f"{r.get('episode_rate_hz', '0')} Hz  health {r.get('episode_health', 'ok')} | device {self.device}")
+        return f"○ idle  {r.get('episodes')} episodes  last: {self.last_event or '-'} | device {self.device}"
+
+    def draw(self) -> None:
+        sys.stderr.write("\r\033[K" + self.text())
+        sys.stderr.flush()
 
 
 def main(args=None) -> int:

@@ -61,7 +61,7 @@ class GraphRunner:
     def __init__(self, profile: Profile, *, mode: str = "robot", only: list[str] | None = None,
                  env: dict[str, str] | None = None,
                  overrides: dict[str, dict[str, str]] | None = None, out: IO[str] | None = sys.stdout,
-                 keep_lines: int = 200):
+                 keep_lines: int = 200, foreground: list[str] | None = None):
         self.profile = profile
         self.specs = [n for n in profile.nodes_for(mode) if only is None or n.name in only]
         unknown = set(only or []) - {n.name for n in profile.nodes}
@@ -71,6 +71,7 @@ class GraphRunner:
         self.overrides = overrides or {}
         self.out = out
         self.keep_lines = keep_lines
+        self.foreground = set(foreground or [])  # nodes that keep this terminal (keyboard teleop)
         self.nodes: list[NodeProcess] = []
         self._print_lock = threading.Lock()
         self.first_exit: tuple[str, int] | None = None
@@ -79,6 +80,10 @@ class GraphRunner:
     def start(self) -> "GraphRunner":
         for i, spec in enumerate(self.specs):
             cmd = node_command(self.profile, spec, self.overrides.get(spec.name))
+            if spec.name in self.foreground:
+                proc = subprocess.Popen(cmd, env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
+                self.nodes.append(NodeProcess(spec.name, proc))
+                continue
             proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, text=True, bufsize=1, start_new_session=True,
                                     preexec_fn=_die_with_parent)
