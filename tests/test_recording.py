@@ -114,3 +114,22 @@ def test_store_layout_and_mismatch_refused(tmp_path):
     with pytest.raises(StoreError, match="different setup"):
         open_or_create(tmp_path / "s.zarr", other)
     assert Store.open(tmp_path / "s.zarr").n_episodes == 0
+
+
+def test_rollout_ticks_on_policy_stamps_with_base_and_residual(recording):
+    rec, store = recording
+    feed(rec, -0.2, 0.1)
+    rec.start(source="rollout", base_ckpt="abc123")
+    t = 0.1
+    base, residual = np.full(N, 0.5), np.full(N, 0.01)
+    assert rec.add_policy_output("residual", t, residual) is None
+    assert rec.add_policy_output("base_action", t, base) is None
+    complete = rec.add_policy_output("action", t, base + residual)  # any arrival order
+    assert complete is not None and rec.tick(t, complete)
+    rec.label(False)
+    index, _ = rec.stop()
+    ep = store.read_episode(index)
+    assert np.allclose(ep["base_action"][0], 0.5) and np.allclose(ep["residual"][0], 0.01)
+    assert np.allclose(ep["action"][0], 0.51)
+    meta = store.episodes_meta()[index]
+    assert meta["source"] == "rollout" and meta["base_ckpt"] == "abc123"

@@ -153,6 +153,7 @@ class Recording:
         self._held: dict[str, np.ndarray] | None = None
         self.episodes_committed = 0
         self.started_at = 0.0
+        self._pending: dict[float, dict[str, np.ndarray]] = {}
 
     @property
     def recording(self) -> bool:
@@ -174,6 +175,20 @@ class Recording:
     def add_command(self, stamp: float, positions: np.ndarray) -> None:
         self.aligner.add(ACTION, stamp, positions)
 
+    def add_policy_output(self, kind: str, stamp: float, positions: np.ndarray) -> dict[str, np.ndarray] | None:
+        """Rollout mode: the policy publishes command, base action and residual on one stamp, on three
+        topics that may arrive in any order. Returns all three once the set for `stamp` is complete."""
+        if kind == ACTION:
+            self.add_command(stamp, positions)
+        entry = self._pending.setdefault(stamp, {})
+        entry[kind] = np.asarray(positions, dtype=np.float32)
+        if len(entry) == 3:
+            del self._pending[stamp]
+            for old in [s for s in self._pending if s < stamp]:  # a lost message never completes
+                del self._pending[old]
+            return entry
+        return None
+
     def stale_streams(self, now: float) -> dict[str, str]:
         """The start gate: sensor streams not fresh at `now` ({} = ready). Commands are not required
         yet: a teleoperator (or the sim expert) may only start moving once recording starts."""
@@ -189,8 +204,10 @@ class Recording:
         self.health = EpisodeHealth(self.profile.robot.control_rate_hz,
                                     {c.name: 1.0 / c.fps for c in self.profile.cameras}, *self.health_bar)
 
-    def tick(self, t: float) -> bool:
-        """Record the observation at time t with the command in effect; False if it was invalid."""
+    def tick(self, t: float, policy: dict[str, np.ndarray] | None = None) -> bool:
+        """Record the observation at time t with the command in effect; False if it was invalid.
+
+        `policy` (rollout mode): the base action and residual behind the command at t."""
         if self.health is None:
             return False
         self.health.ticks += 1
@@ -202,8 +219,11 @@ class Recording:
             return False
         position, velocity = obs.values[JOINTS]
         action = np.asarray(obs.values[ACTION], dtype=np.float32)
+        # A demo has no base policy: its base action is the executed one and its residual zero.
+        base = policy[BASE_ACTION] if policy else action
+        residual = policy[RESIDUAL] if policy else np.zeros_like(action)
         step: dict[str, Any] = {"obs/joint_pos": position, "obs/joint_vel": velocity, ACTION: action,
-                                BASE_ACTION: action, RESIDUAL: np.zeros_like(action), "reward": 0.0,
+                                BASE_ACTION: base, RESIDUAL: residual, "reward": 0.0,
                                 "intervention": self.intervening, "stamp": t}
         for cam in self.profile.cameras:
             step[camera_key(cam.name)] = obs.values[f"color/{cam.name}"]

@@ -17,7 +17,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from robot_rl.config import ConfigError
 from robot_rl.data.episode_writer import EpisodeWriter
-from robot_rl.data.recording import Recording, open_or_create
+from robot_rl.data.recording import ACTION, BASE_ACTION, RESIDUAL, Recording, open_or_create
 from robot_rl.data.schema import StoreError
 from robot_rl.ros import convert, qos, topics
 from robot_rl.ros.node import OK, WARN, RobotRLNode, run_node
@@ -51,7 +51,12 @@ class RecorderNode(RobotRLNode):
         for tac in self.profile.tactile:
             self.create_subscription(Image, topics.tactile_image(tac.name),
                                      lambda m, s=tac.name: self.on_tactile(s, m), qos.sensor_subscription(tac.rate_hz))
-        self.create_subscription(JointState, topics.ROBOT_COMMAND, self.on_command, qos.COMMAND)
+        self.create_subscription(JointState, topics.ROBOT_COMMAND, lambda m: self.on_command(ACTION, m), qos.COMMAND)
+        if p.mode == "rollout":
+            self.create_subscription(JointState, topics.POLICY_BASE_ACTION, lambda m: self.on_command(BASE_ACTION, m),
+                                     qos.RELIABLE)
+            self.create_subscription(JointState, topics.POLICY_RESIDUAL, lambda m: self.on_command(RESIDUAL, m),
+                                     qos.RELIABLE)
         self.create_subscription(Bool, topics.TELEOP_INTERVENING, self.on_intervening, qos.RELIABLE)
         self.events = self.create_publisher(String, topics.EPISODE_EVENTS, qos.RELIABLE)
         self.create_service(Trigger, topics.RECORDER_START, self.on_start)
@@ -79,15 +84,18 @@ class RecorderNode(RobotRLNode):
     def on_tactile(self, sensor: str, msg: Image) -> None:
         self.rec.add_tactile(sensor, convert.from_time(msg.header.stamp), convert.msg_to_image(msg))
 
-    def on_command(self, msg: JointState) -> None:
+    def on_command(self, kind: str, msg: JointState) -> None:
         try:
             q = convert.joint_positions_from_msg(msg, self.joint_names)
         except ValueError:
             return  # the robot rejects it too: it is not an executed command
         stamp = convert.from_time(msg.header.stamp)
-        self.rec.add_command(stamp, q)
-        if self.params.mode == "rollout":
-            self.rec.tick(stamp)
+        if self.params.mode == "teleop":
+            self.rec.add_command(stamp, q)
+            return
+        complete = self.rec.add_policy_output(kind, stamp, q)  # rollout: tick on the policy's stamps
+        if complete is not None:
+            self.rec.tick(stamp, complete)
 
     def on_intervening(self, msg: Bool) -> None:
         self.rec.intervening = msg.data
