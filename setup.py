@@ -14,6 +14,7 @@ NODES = {
     "robot_node": "robot_rl.nodes.robot_node:main",
     "teleop_node": "robot_rl.nodes.teleop_node:main",
     "recorder_node": "robot_rl.nodes.recorder_node:main",
+    "policy_node": "robot_rl.nodes.policy_node:main",
 }
 
 

@@ -98,6 +98,22 @@ class RecorderParams:
               "max_invalid_fraction")
 
 
+@dataclass
+class PolicyParams:
+    """The policy on the robot: base chunks from a worker thread, executed at the control rate."""
+
+    checkpoint: str = ""  # base policy checkpoint directory
+    tick: Literal["timer", "observation"] = "timer"  # observation: one tick per new observation (lockstep sim)
+    lead_steps: int = 2  # ask for the next chunk this many ticks before the current one runs out
+    ensemble_k: float = 0.0  # temporal ensembling weight (0 = off)
+    enabled: bool = False  # act from the start (else wait for /policy/enable)
+    seed: int = 0
+
+    def validate(self) -> None:
+        check(self.lead_steps >= 0, f"must be >= 0, got {self.lead_steps}", "lead_steps")
+        check(self.ensemble_k >= 0, f"must be >= 0, got {self.ensemble_k}", "ensemble_k")
+
+
 # executable name -> "module:Class" of its params (imported lazily so nothing heavy loads here)
 NODE_PARAMS: dict[str, str] = {
     "sim_robot_node": "robot_rl.config.nodes:SimRobotParams",
@@ -106,6 +122,7 @@ NODE_PARAMS: dict[str, str] = {
     "robot_node": "robot_rl.config.nodes:RobotNodeParams",
     "teleop_node": "robot_rl.config.nodes:TeleopParams",
     "recorder_node": "robot_rl.config.nodes:RecorderParams",
+    "policy_node": "robot_rl.config.nodes:PolicyParams",
 }
 
 

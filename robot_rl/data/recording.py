@@ -76,6 +76,19 @@ def stream_max_ages(profile: Profile, record_depth: bool = False) -> dict[str, f
     return ages
 
 
+def observation_values(profile: Profile, values: dict[str, Any], depth: bool = False) -> dict[str, np.ndarray]:
+    """Store-keyed observation arrays from one as-of join's stream values (recorder and policy node)."""
+    position, velocity = values[JOINTS]
+    out = {"obs/joint_pos": np.asarray(position, np.float32), "obs/joint_vel": np.asarray(velocity, np.float32)}
+    for cam in profile.cameras:
+        out[camera_key(cam.name)] = values[f"color/{cam.name}"]
+        if depth and cam.depth:
+            out[depth_key(cam.name)] = values[f"depth/{cam.name}"]
+    for tac in profile.tactile:
+        out[tactile_key(tac.name)] = values[f"tactile/{tac.name}"]
+    return out
+
+
 def open_or_create(path, profile: Profile, record_depth: bool = False) -> Store:
     """Open `path` for writing, creating it with the profile's layout; refuse a store of another layout."""
     keys, attrs = store_layout(profile, record_depth)
@@ -217,20 +230,13 @@ class Recording:
             for stream in obs.problems:
                 self.health.invalid_reasons[stream] = self.health.invalid_reasons.get(stream, 0) + 1
             return False
-        position, velocity = obs.values[JOINTS]
         action = np.asarray(obs.values[ACTION], dtype=np.float32)
         # A demo has no base policy: its base action is the executed one and its residual zero.
         base = policy[BASE_ACTION] if policy else action
         residual = policy[RESIDUAL] if policy else np.zeros_like(action)
-        step: dict[str, Any] = {"obs/joint_pos": position, "obs/joint_vel": velocity, ACTION: action,
+        step: dict[str, Any] = {**observation_values(self.profile, obs.values, self.record_depth), ACTION: action,
                                 BASE_ACTION: base, RESIDUAL: residual, "reward": 0.0,
                                 "intervention": self.intervening, "stamp": t}
-        for cam in self.profile.cameras:
-            step[camera_key(cam.name)] = obs.values[f"color/{cam.name}"]
-            if self.record_depth and cam.depth:
-                step[depth_key(cam.name)] = obs.values[f"depth/{cam.name}"]
-        for tac in self.profile.tactile:
-            step[tactile_key(tac.name)] = obs.values[f"tactile/{tac.name}"]
         if self._held is not None:
             self.writer.add_step(self._held)
         self._held = step

@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
 
@@ -21,6 +21,7 @@ from robot_rl.data.recording import ACTION, BASE_ACTION, RESIDUAL, Recording, op
 from robot_rl.data.schema import StoreError
 from robot_rl.ros import convert, qos, topics
 from robot_rl.ros.node import OK, WARN, RobotRLNode, run_node
+from robot_rl.ros.streams import subscribe_observations
 
 
 class RecorderNode(RobotRLNode):
@@ -40,17 +41,7 @@ class RecorderNode(RobotRLNode):
         self.lost_episodes = 0
 
         robot = self.profile.robot
-        self.create_subscription(JointState, topics.JOINT_STATES, self.on_joint_state,
-                                 qos.sensor_subscription(robot.state_rate_hz))
-        for cam in self.profile.cameras:
-            self.create_subscription(Image, topics.camera_color(cam.name),
-                                     lambda m, c=cam.name: self.on_image("color", c, m), qos.sensor_subscription(cam.fps))
-            if p.record_depth and cam.depth:
-                self.create_subscription(Image, topics.camera_depth(cam.name),
-                                         lambda m, c=cam.name: self.on_image("depth", c, m), qos.sensor_subscription(cam.fps))
-        for tac in self.profile.tactile:
-            self.create_subscription(Image, topics.tactile_image(tac.name),
-                                     lambda m, s=tac.name: self.on_tactile(s, m), qos.sensor_subscription(tac.rate_hz))
+        subscribe_observations(self, self.profile, self.rec, depth=p.record_depth)
         self.create_subscription(JointState, topics.ROBOT_COMMAND, lambda m: self.on_command(ACTION, m), qos.COMMAND)
         if p.mode == "rollout":
             self.create_subscription(JointState, topics.POLICY_BASE_ACTION, lambda m: self.on_command(BASE_ACTION, m),
@@ -68,22 +59,7 @@ class RecorderNode(RobotRLNode):
         self.get_logger().info(f"recording to {self.store_path} ({self.store.n_episodes} episodes so far), "
                                f"{p.mode} mode")
 
-    # -- streams --------------------------------------------------------------------------------
-    def on_joint_state(self, msg: JointState) -> None:
-        try:
-            position = convert.joint_positions_from_msg(msg, self.joint_names)
-        except ValueError:
-            return
-        velocity = list(msg.velocity) if len(msg.velocity) == len(msg.position) else [0.0] * len(position)
-        order = [list(msg.name).index(n) for n in self.joint_names]
-        self.rec.add_joint_state(convert.from_time(msg.header.stamp), position, [velocity[i] for i in order])
-
-    def on_image(self, kind: str, camera: str, msg: Image) -> None:
-        self.rec.add_image(kind, camera, convert.from_time(msg.header.stamp), convert.msg_to_image(msg))
-
-    def on_tactile(self, sensor: str, msg: Image) -> None:
-        self.rec.add_tactile(sensor, convert.from_time(msg.header.stamp), convert.msg_to_image(msg))
-
+    # -- commands -------------------------------------------------------------------------------
     def on_command(self, kind: str, msg: JointState) -> None:
         try:
             q = convert.joint_positions_from_msg(msg, self.joint_names)

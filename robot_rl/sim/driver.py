@@ -83,6 +83,8 @@ class SimDriver:
             self.robot.reset(seed)
             self.envelope.reset(self.robot.joint_state()[0])
             self.episode += 1
+            if self.clock == "lockstep":  # sim time does not move on reset: keep stamps strictly increasing
+                self.stamp_origin += self.robot.control_dt
             return {**self.robot.task_state(), "episode": self.episode}
 
     # -- stepping -------------------------------------------------------------------------------

@@ -1,0 +1,124 @@
+"""`robot-rl eval`: run a base checkpoint on the sim profile for N episodes through the ROS graph
+(sim robot in lockstep + policy node) and report the success rate with a Wilson 95 % interval."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+from robot_rl.config import ConfigError, load_profile
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="success rate of a checkpoint on the sim, through the ROS graph")
+    p.add_argument("--checkpoint", type=Path, required=True, help="base policy checkpoint directory")
+    p.add_argument("--profile", default="sim")
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--max-steps", type=int, default=150, help="control steps per episode")
+    p.add_argument("--clock", choices=["lockstep", "realtime"], default="lockstep")
+    p.add_argument("--seed", type=int, default=1000, help="sim layout seed (same seed = same layouts)")
+    p.add_argument("--out", type=Path, help="write the per-episode results and summary as JSON here")
+    p.add_argument("--log", type=Path, help="node logs go here instead of the terminal")
+    p.set_defaults(func=run_eval)
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import rclpy
+    from std_srvs.srv import SetBool
+    from tqdm import tqdm
+
+    from robot_rl.ros import topics
+    from robot_rl.ros.graph import GraphRunner
+    from robot_rl.ros.sim_client import RobotClient
+
+    profile = load_profile(args.profile)
+    if profile.sim is None:
+        raise ConfigError(f"eval needs a simulated robot; profile {profile.name} has none", "sim", profile.source)
+    nodes = profile.nodes_for("deploy")
+    policy = next((n for n in nodes if n.executable == "policy_node"), None)
+    sim = next((n for n in nodes if n.executable == "sim_robot_node"), None)
+    if policy is None or sim is None:
+        raise ConfigError("eval needs a sim_robot_node and a policy_node in mode 'deploy'", "nodes", profile.source)
+    if not (args.checkpoint / "config.json").is_file():
+        raise ConfigError(f"{args.checkpoint} is not a checkpoint directory (no config.json)")
+    lockstep = args.clock == "lockstep"
+    overrides = {sim.name: {"clock": args.clock, "seed": str(args.seed)},
+                 policy.name: {"checkpoint": str(args.checkpoint.resolve()), "tick": "observation" if lockstep else "timer"}}
+    log = open(args.log, "w") if args.log else None
+    runner = GraphRunner(profile, mode="deploy", overrides=overrides, out=log).start()
+    rclpy.init()
+    client = RobotClient(profile, name="eval_client")
+    enable = client.probe.node.create_client(SetBool, topics.POLICY_ENABLE)
+    results = []
+    try:
+        if lockstep:  # no motion, no data: wait for the services and the command subscription instead
+            problem = "" if client.reset_client.wait_for_service(timeout_sec=120) else "sim robot not up"
+            problem = problem or ("" if client.probe.wait_matched(client.command_pub, timeout=60) else "no /robot/command")
+        else:
+            problem = client.wait_ready(timeout=120)
+        if not problem and not enable.wait_for_service(timeout_sec=120):
+            problem = f"{topics.POLICY_ENABLE} not available (did the policy node start? see the log)"
+        if problem:
+            print(f"error: {problem}")
+            return 1
+        print(f"== eval {args.checkpoint} on {profile.name}: {args.episodes} episodes, {args.clock} clock")
+        bar = tqdm(range(args.episodes), unit="episode", dynamic_ncols=True)
+        for _ in bar:
+            results.append(run_episode(client, enable, args.max_steps, profile.robot.control_rate_hz, lockstep))
+            wins = sum(r["success"] for r in results)
+            bar.set_postfix(success=f"{wins}/{len(results)}")
+            if runner.poll():
+                print(f"error: node {runner.first_exit[0]} exited ({runner.first_exit[1]})")
+                return 1
+    finally:
+        client.close()
+        rclpy.try_shutdown()
+        code = runner.stop()
+        if log:
+            log.close()
+    wins = sum(r["success"] for r in results)
+    lo, hi = wilson(wins, len(results))
+    summary = {"checkpoint": str(args.checkpoint), "episodes": len(results), "successes": wins,
+               "success_rate": wins / max(1, len(results)), "ci95": [round(lo, 4), round(hi, 4)],
+               "mean_steps": sum(r["steps"] for r in results) / max(1, len(results)), "clock": args.clock,
+               "seed": args.seed}
+    print(f"== success {wins}/{len(results)} = {100 * summary['success_rate']:.1f} % "
+          f"(95 % CI {100 * lo:.1f}-{100 * hi:.1f} %)")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"summary": summary, "results": results}, indent=2))
+    return code
+
+
+def run_episode(client, enable, max_steps: int, rate_hz: float, lockstep: bool) -> dict:
+    """Reset, enable the policy, count control steps (sim task states) until success or max_steps."""
+    from std_srvs.srv import SetBool
+
+    state = client.reset(clear_streams=False)
+    episode = state.get("episode")
+    client.call(enable, SetBool.Request(data=True))
+    seen, steps, success = None, 0, False
+    deadline = time.monotonic() + max_steps / rate_hz * (20 if lockstep else 1.5) + 30
+    while steps < max_steps and time.monotonic() < deadline:
+        current = client.task_state(episode)
+        if current is not None and current.get("stamp") != seen:
+            seen = current.get("stamp")
+            steps += 1
+            if current.get("success"):
+                success = True
+                break
+        else:
+            time.sleep(0.002)
+    client.call(enable, SetBool.Request(data=False))
+    return {"success": success, "steps": steps, "timed_out": steps < max_steps and not success}

@@ -1,0 +1,197 @@
+"""policy_node: a base policy (BC or diffusion, action chunks) controlling the robot.
+
+Observations are built at each control tick by the as-of join the recorder uses. Chunk inference
+runs in its own thread and is requested `lead_steps` ticks before the current chunk runs out, so
+the control loop never waits on it (realtime clock). With `tick: observation` (the lockstep sim)
+each new complete observation is one tick, and the loop waits for inference because the robot
+does too. Publishes /robot/command with /policy/base_action and /policy/residual on the same stamp.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from sensor_msgs.msg import JointState
+from std_srvs.srv import SetBool
+
+from robot_rl.config import ConfigError
+from robot_rl.control.chunking import ChunkExecutor, ObservationHistory
+from robot_rl.data.align import AsOfAligner
+from robot_rl.data.recording import ACTION, JOINTS, observation_values, stream_max_ages
+from robot_rl.ros import convert, qos, topics
+from robot_rl.ros.node import OK, WARN, RobotRLNode, run_node
+from robot_rl.ros.streams import subscribe_observations
+
+
+class AlignerSink:
+    """Feeds the aligner and wakes the control thread when an observation is complete at a stamp."""
+
+    def __init__(self, aligner: AsOfAligner):
+        self.aligner = aligner
+        self.complete = threading.Condition()
+        self.newest_complete = -np.inf
+
+    def _added(self) -> None:
+        stamps = [self.aligner.latest_stamp(s) for s in self.aligner.streams]
+        if all(s is not None for s in stamps) and min(stamps) > self.newest_complete:
+            with self.complete:
+                self.newest_complete = min(stamps)
+                self.complete.notify_all()
+
+    def add_joint_state(self, stamp, position, velocity) -> None:
+        self.aligner.add(JOINTS, stamp, (position, velocity))
+        self._added()
+
+    def add_image(self, kind, camera, stamp, image) -> None:
+        self.aligner.add(f"{kind}/{camera}", stamp, image)
+        self._added()
+
+    def add_tactile(self, sensor, stamp, image) -> None:
+        self.aligner.add(f"tactile/{sensor}", stamp, image)
+        self._added()
+
+
+class PolicyNode(RobotRLNode):
+    def __init__(self):
+        super().__init__("policy", "policy_node")
+        p = self.params
+        if not p.checkpoint:
+            raise ConfigError("no base policy checkpoint given (set the 'checkpoint' parameter)",
+                              "policy.params.checkpoint", self.profile.source)
+        from robot_rl.policies.policy import load_policy
+
+        try:
+            self.policy = load_policy(p.checkpoint, self.profile)
+        except (ValueError, FileNotFoundError, KeyError) as e:
+            raise ConfigError(str(e), "policy.params.checkpoint", self.profile.source) from None
+        self.dt = 1.0 / self.profile.robot.control_rate_hz
+        self.lower = np.array([j.lower for j in self.profile.robot.joints])
+        self.upper = np.array([j.upper for j in self.profile.robot.joints])
+        self.joint_names = self.profile.robot.joint_names
+        ages = {s: a for s, a in stream_max_ages(self.profile).items() if s != ACTION}
+        self.sink = AlignerSink(AsOfAligner(ages))
+        subscribe_observations(self, self.profile, self.sink)
+        self.history = ObservationHistory(self.policy.obs_horizon)
+        self.chunks = ChunkExecutor(self.dt, self.policy.exec_horizon, p.ensemble_k)
+        self.command_pub = self.create_publisher(JointState, topics.ROBOT_COMMAND, qos.COMMAND)
+        self.base_pub = self.create_publisher(JointState, topics.POLICY_BASE_ACTION, qos.RELIABLE)
+        self.residual_pub = self.create_publisher(JointState, topics.POLICY_RESIDUAL, qos.RELIABLE)
+        self.create_service(SetBool, topics.POLICY_ENABLE, self.on_enable)
+        self.enabled = p.enabled
+        self.stats = {"ticks": 0, "commands": 0, "invalid_ticks": 0, "no_action_ticks": 0, "chunks": 0}
+        self.inference_ms: list[float] = []
+        self.request: tuple[float, dict] | None = None
+        self.request_ready = threading.Condition()
+        self.chunk_done = threading.Condition()
+        self.episode = 0
+        self.start_worker(self.inference_loop, "inference")
+        self.start_worker(self.observation_loop if p.tick == "observation" else self.timer_loop, "control")
+        self.get_logger().info(f"policy {self.policy.__class__.__name__} from {p.checkpoint} "
+                               f"(obs {self.policy.obs_horizon}, pred {self.policy.pred_horizon}, "
+                               f"exec {self.policy.exec_horizon}), tick: {p.tick}, "
+                               f"{'enabled' if self.enabled else 'waiting for /policy/enable'}")
+
+    def on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        self.history.reset()
+        self.chunks.reset()
+        self.episode += 1
+        self.enabled = request.data
+        response.success, response.message = True, "enabled" if request.data else "disabled"
+        return response
+
+    # -- control thread -------------------------------------------------------------------------
+    def timer_loop(self) -> None:
+        next_tick = time.monotonic()
+        while not self.stopping:
+            next_tick += self.dt
+            self.tick(time.time(), wait_for_chunk=False)
+            self.wait(max(0.0, next_tick - time.monotonic()))
+
+    def observation_loop(self) -> None:
+        """One tick per new complete observation (all streams stamped at or after it), while enabled."""
+        last = -np.inf
+        while not self.stopping:
+            with self.sink.complete:
+                self.sink.complete.wait_for(
+                    lambda: (self.enabled and self.sink.newest_complete > last) or self.stopping, timeout=0.1)
+                t = self.sink.newest_complete
+            if self.enabled and t > last:
+                last = t
+                self.tick(t, wait_for_chunk=True)
+
+    def tick(self, t: float, wait_for_chunk: bool) -> None:
+        if not self.enabled:
+            return
+        self.stats["ticks"] += 1
+        obs = self.sink.aligner.observe(t)
+        if not obs.valid:
+            self.stats["invalid_ticks"] += 1
+            self.get_logger().warn(f"no valid observation: {obs.reason}", throttle_duration_sec=2.0)
+            return
+        self.history.push(observation_values(self.profile, obs.values))
+        if self.chunks.needs_chunk(t, self.params.lead_steps):
+            self.request_chunk(t, wait=wait_for_chunk)
+        picked = self.chunks.action_at(t)
+        if picked is None and wait_for_chunk:
+            self.request_chunk(t, wait=True)
+            picked = self.chunks.action_at(t)
+        if picked is None:
+            self.stats["no_action_ticks"] += 1
+            return
+        action, _phase = picked
+        self.publish(t, np.clip(action, self.lower, self.upper))
+
+    def publish(self, t: float, base: np.ndarray) -> None:
+        residual = np.zeros_like(base)
+        command = np.clip(base + residual, self.lower, self.upper)
+        for pub, value in ((self.base_pub, base), (self.residual_pub, residual), (self.command_pub, command)):
+            pub.publish(convert.joint_state_msg(self.joint_names, value, stamp=t))
+        self.stats["commands"] += 1
+
+    # -- inference thread -----------------------------------------------------------------------
+    def request_chunk(self, t: float, wait: bool) -> None:
+        with self.request_ready:
+            if self.request is None:
+                self.request = (t, self.history.window())
+                self.request_ready.notify_all()
+        if wait:
+            with self.chunk_done:
+                self.chunk_done.wait_for(lambda: self.request is None or self.stopping, timeout=30.0)
+
+    def inference_loop(self) -> None:
+        while not self.stopping:
+            with self.request_ready:
+                self.request_ready.wait_for(lambda: self.request is not None or self.stopping, timeout=0.1)
+                job = self.request
+            if job is None:
+                continue
+            t_obs, window = job
+            episode = self.episode
+            start = time.perf_counter()
+            actions = self.policy.predict(window, seed=self.params.seed + self.stats["chunks"])
+            self.inference_ms.append((time.perf_counter() - start) * 1e3)
+            del self.inference_ms[:-200]
+            now = t_obs if self.params.tick == "observation" else time.time()
+            if episode == self.episode:  # a chunk for an episode that was reset meanwhile is dropped
+                self.chunks.add(t_obs, actions, now)
+                self.stats["chunks"] += 1
+            with self.chunk_done:
+                self.request = None
+                self.chunk_done.notify_all()
+
+    def diagnostics(self):
+        lat = np.asarray(self.inference_ms) if self.inference_ms else np.zeros(1)
+        values = {**self.stats, "enabled": str(self.enabled).lower(), "late_chunks": self.chunks.late_chunks,
+                  "skipped_actions": self.chunks.skipped, "inference_p50_ms": round(float(np.percentile(lat, 50)), 2),
+                  "inference_p99_ms": round(float(np.percentile(lat, 99)), 2)}
+        level = WARN if self.stats["invalid_ticks"] or self.stats["no_action_ticks"] else OK
+        return level, "enabled" if self.enabled else "disabled", values
+
+
+def main(args=None) -> int:
+    return run_node(PolicyNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

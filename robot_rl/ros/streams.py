@@ -1,0 +1,51 @@
+"""Subscribing a profile's observation streams (joint states, cameras, tactile) into a sink.
+
+The recorder and the policy node both build observations with the same as-of join, so they also
+subscribe the same way: same topics, QoS, conversions and stream names.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+
+from robot_rl.config import Profile
+from robot_rl.ros import convert, qos, topics
+
+
+class ObservationSink(Protocol):
+    def add_joint_state(self, stamp: float, position: np.ndarray, velocity: np.ndarray) -> None: ...
+    def add_image(self, kind: str, camera: str, stamp: float, image: np.ndarray) -> None: ...
+    def add_tactile(self, sensor: str, stamp: float, image: np.ndarray) -> None: ...
+
+
+def subscribe_observations(node: Node, profile: Profile, sink: ObservationSink, depth: bool = False) -> None:
+    names = profile.robot.joint_names
+
+    def on_joint_state(msg: JointState) -> None:
+        try:
+            position = convert.joint_positions_from_msg(msg, names)
+        except ValueError:
+            return
+        order = [list(msg.name).index(n) for n in names]
+        velocity = np.array([msg.velocity[i] for i in order]) if len(msg.velocity) == len(msg.position) \
+            else np.zeros(len(names))
+        sink.add_joint_state(convert.from_time(msg.header.stamp), position, velocity)
+
+    node.create_subscription(JointState, topics.JOINT_STATES, on_joint_state,
+                             qos.sensor_subscription(profile.robot.state_rate_hz))
+    for cam in profile.cameras:
+        kinds = ["color", "depth"] if depth and cam.depth else ["color"]
+        for kind in kinds:
+            topic = topics.camera_color(cam.name) if kind == "color" else topics.camera_depth(cam.name)
+            node.create_subscription(
+                Image, topic, lambda m, k=kind, c=cam.name: sink.add_image(
+                    k, c, convert.from_time(m.header.stamp), convert.msg_to_image(m)),
+                qos.sensor_subscription(cam.fps))
+    for tac in profile.tactile:
+        node.create_subscription(
+            Image, topics.tactile_image(tac.name), lambda m, s=tac.name: sink.add_tactile(
+                s, convert.from_time(m.header.stamp), convert.msg_to_image(m)),
+            qos.sensor_subscription(tac.rate_hz))
