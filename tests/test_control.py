@@ -1,0 +1,64 @@
+"""Chunk execution: latency compensation, exhaustion, lead time, temporal ensembling; obs history."""
+import numpy as np
+import pytest
+
+from robot_rl.control.chunking import ChunkExecutor, ObservationHistory
+
+DT = 0.1
+
+
+def chunk(value: float, n: int = 16) -> np.ndarray:
+    """Actions whose first entry encodes (value, step index)."""
+    return np.stack([[value + i, 0.0] for i in range(n)])
+
+
+def test_actions_follow_the_chunk_in_time():
+    ex = ChunkExecutor(DT, exec_horizon=8)
+    ex.add(t_obs=1.0, actions=chunk(100), now=1.0)
+    for k in range(8):
+        action, phase = ex.action_at(1.0 + k * DT)
+        assert action[0] == 100 + k and phase == k
+    assert ex.action_at(1.0 + 8 * DT) is None  # executes only exec_horizon actions
+    assert ex.action_at(0.9) is None  # nothing before the observation it was predicted from
+
+
+def test_late_chunk_skips_actions_whose_time_has_passed():
+    ex = ChunkExecutor(DT, exec_horizon=8)
+    ex.add(t_obs=1.0, actions=chunk(0), now=1.0 + 2.6 * DT)  # inference took 2.6 periods
+    assert ex.late_chunks == 1 and ex.skipped == 3
+    action, phase = ex.action_at(1.0 + 3 * DT)
+    assert action[0] == 3 and phase == 3
+
+
+def test_needs_chunk_before_the_current_runs_out():
+    ex = ChunkExecutor(DT, exec_horizon=8)
+    assert ex.needs_chunk(0.0, lead_steps=2)
+    ex.add(0.0, chunk(0), now=0.0)
+    assert not ex.needs_chunk(5 * DT, lead_steps=2)
+    assert ex.needs_chunk(6 * DT, lead_steps=2)
+
+
+def test_temporal_ensembling_averages_overlapping_predictions():
+    ex = ChunkExecutor(DT, exec_horizon=8, ensemble_k=0.5)
+    ex.add(0.0, chunk(0), now=0.0)
+    ex.add(2 * DT, chunk(10), now=2 * DT)  # predicts 10 for t = 0.2, where the first predicted 2
+    action, phase = ex.action_at(2 * DT)
+    w = np.exp(-0.5 * np.arange(1, 3))
+    assert action[0] == pytest.approx((w[0] * 2 + w[1] * 10) / w.sum()) and phase == 0
+
+
+def test_reset_forgets_chunks():
+    ex = ChunkExecutor(DT, exec_horizon=8)
+    ex.add(0.0, chunk(0), now=0.0)
+    ex.reset()
+    assert ex.action_at(0.0) is None
+
+
+def test_history_pads_with_the_first_observation():
+    h = ObservationHistory(3)
+    h.push({"x": np.array([1.0])})
+    assert h.window()["x"].ravel().tolist() == [1.0, 1.0, 1.0]
+    h.push({"x": np.array([2.0])})
+    h.push({"x": np.array([3.0])})
+    h.push({"x": np.array([4.0])})
+    assert h.window()["x"].ravel().tolist() == [2.0, 3.0, 4.0]
