@@ -8,23 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
 
 os.environ.setdefault("MUJOCO_GL", "egl")
-
-
-def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval: sane at rates near 0/1 and for small n, unlike the normal approximation."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from robot_rl.config import load_profile
+    from robot_rl.stats import wilson
     from robot_rl.sim import ScriptedExpert, SimRobot, run_expert_episode
 
     profile = load_profile(args.profile)

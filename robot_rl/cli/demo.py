@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
+from robot_rl.stats import wilson
 from robot_rl.config import load_profile
 from robot_rl.ros import topics
 from robot_rl.ros.graph import GraphRunner
@@ -27,15 +27,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=int, default=5, help="scripted-expert episodes to drive through ROS")
     p.add_argument("--run-dir", type=Path, default=None, help="where to write logs and summary.json")
     p.set_defaults(func=run_demo)
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def run_demo(args: argparse.Namespace) -> int:

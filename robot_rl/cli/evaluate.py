@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
+from robot_rl.stats import wilson
 from robot_rl.config import ConfigError, load_profile
 
 
@@ -22,15 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="write the per-episode results and summary as JSON here")
     p.add_argument("--log", type=Path, help="node logs go here instead of the terminal")
     p.set_defaults(func=run_eval)
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def run_eval(args: argparse.Namespace) -> int:
