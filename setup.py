@@ -15,6 +15,7 @@ NODES = {
     "teleop_node": "robot_rl.nodes.teleop_node:main",
     "recorder_node": "robot_rl.nodes.recorder_node:main",
     "policy_node": "robot_rl.nodes.policy_node:main",
+    "episode_manager_node": "robot_rl.nodes.episode_manager_node:main",
 }
 
 

@@ -114,6 +114,22 @@ class PolicyParams:
         check(self.ensemble_k >= 0, f"must be >= 0, got {self.ensemble_k}", "ensemble_k")
 
 
+@dataclass
+class EpisodeManagerParams:
+    """Runs a fine-tuning session: reset -> record (rollout) -> policy acts -> end -> label -> commit."""
+
+    episodes: int = 0  # stop after this many committed episodes (0 = until stopped)
+    max_steps: int = 150  # control steps before an episode times out
+    reset: Literal["auto", "operator"] = "auto"  # operator: wait for /episode_manager/continue between episodes
+    label: Literal["sim", "operator"] = "sim"  # who says success: sim ground truth or the operator
+    step_timeout_s: float = 10.0  # no control step for this long -> the episode is aborted and discarded
+
+    def validate(self) -> None:
+        check(self.episodes >= 0, f"must be >= 0, got {self.episodes}", "episodes")
+        check(self.max_steps > 0, f"must be positive, got {self.max_steps}", "max_steps")
+        check(self.step_timeout_s > 0, f"must be positive, got {self.step_timeout_s}", "step_timeout_s")
+
+
 # executable name -> "module:Class" of its params (imported lazily so nothing heavy loads here)
 NODE_PARAMS: dict[str, str] = {
     "sim_robot_node": "robot_rl.config.nodes:SimRobotParams",
@@ -123,6 +139,7 @@ NODE_PARAMS: dict[str, str] = {
     "teleop_node": "robot_rl.config.nodes:TeleopParams",
     "recorder_node": "robot_rl.config.nodes:RecorderParams",
     "policy_node": "robot_rl.config.nodes:PolicyParams",
+    "episode_manager_node": "robot_rl.config.nodes:EpisodeManagerParams",
 }
 
 

@@ -21,6 +21,9 @@ RECORDER_LABEL_SUCCESS = "/recorder/label_success"
 ROBOT_RESET = "/robot/reset"
 ROBOT_ESTOP = "/robot/estop"
 POLICY_ENABLE = "/policy/enable"
+EPISODE_MANAGER_CONTINUE = "/episode_manager/continue"  # operator: the scene is reset, go on
+EPISODE_MANAGER_STOP = "/episode_manager/stop_episode"  # operator: end this episode now
+EPISODE_MANAGER_LABEL = "/episode_manager/label"  # operator: success (true) / failure (false)
 
 
 def camera_color(name: str) -> str:

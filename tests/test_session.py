@@ -1,0 +1,97 @@
+"""The fine-tuning episode loop's sequencing, with an in-memory backend standing in for the ROS
+services (the loop itself is plain Python; the ROS wiring is exercised end to end elsewhere)."""
+import threading
+import time
+
+import pytest
+
+from robot_rl.control.session import EpisodeAborted, EpisodeSession
+
+
+class Backend:
+    def __init__(self):
+        self.calls = []
+        self.episode = 0
+
+    def reset(self):
+        self.episode += 1
+        self.calls.append("reset")
+        return {"episode": self.episode}
+
+    def start_recording(self):
+        self.calls.append("start")
+
+    def set_policy(self, enabled):
+        self.calls.append(f"policy={enabled}")
+
+    def commit(self, success):
+        self.calls.append(f"commit={success}")
+        return {"index": self.episode - 1, "health": {"ok": True}}
+
+    def discard(self):
+        self.calls.append("discard")
+
+
+def drive(session, steps, success_at=None, episode=1, delay=0.0):
+    def run():
+        time.sleep(0.05)
+        for i in range(steps):
+            session.step(success_at is not None and i + 1 >= success_at, episode)
+            time.sleep(delay)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_sim_episode_ends_on_success_and_commits_success():
+    backend = Backend()
+    s = EpisodeSession(backend, max_steps=50, label="sim", reset="auto", step_timeout_s=5)
+    drive(s, 30, success_at=12)
+    result = s.run_episode()
+    assert result["success"] and result["steps"] == 12
+    assert backend.calls == ["reset", "start", "policy=True", "policy=False", "commit=True"]
+    assert s.stats.success_rate() == 1.0
+
+
+def test_timeout_commits_a_failure():
+    backend = Backend()
+    s = EpisodeSession(backend, max_steps=10, label="sim", reset="auto", step_timeout_s=5)
+    drive(s, 20)
+    result = s.run_episode()
+    assert not result["success"] and result["steps"] == 10 and backend.calls[-1] == "commit=False"
+
+
+def test_stalled_robot_aborts_and_discards():
+    backend = Backend()
+    s = EpisodeSession(backend, max_steps=10, label="sim", reset="auto", step_timeout_s=0.3)
+    drive(s, 2)
+    with pytest.raises(EpisodeAborted, match="no control step"):
+        s.run_episode()
+    assert backend.calls[-2:] == ["policy=False", "discard"] and s.stats.aborted == 1
+
+
+def test_late_messages_of_the_previous_episode_are_ignored():
+    backend = Backend()
+    s = EpisodeSession(backend, max_steps=5, label="sim", reset="auto", step_timeout_s=5)
+    drive(s, 5, success_at=1, episode=99)  # all from another episode
+    drive(s, 5, episode=1, delay=0.02)
+    assert not s.run_episode()["success"]
+
+
+def test_operator_labels_and_resets():
+    backend = Backend()
+    s = EpisodeSession(backend, max_steps=100, label="operator", reset="operator", step_timeout_s=5)
+
+    def operator():
+        time.sleep(0.05)
+        s.operator_continue()
+        time.sleep(0.1)
+        for _ in range(3):
+            s.step(False, 1)
+        s.operator_stop()
+        time.sleep(0.05)
+        s.operator_label(True)
+
+    threading.Thread(target=operator, daemon=True).start()
+    result = s.run_episode()
+    assert result["success"] and result["steps"] == 3 and backend.calls[-1] == "commit=True"
