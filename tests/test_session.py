@@ -9,13 +9,18 @@ from robot_rl.control.session import EpisodeAborted, EpisodeSession
 
 
 class Backend:
+    """Records the calls; `after_reset` starts the simulated robot's steps once the episode exists."""
+
     def __init__(self):
         self.calls = []
         self.episode = 0
+        self.after_reset = []
 
     def reset(self):
         self.episode += 1
         self.calls.append("reset")
+        for start in self.after_reset:
+            start()
         return {"episode": self.episode}
 
     def start_recording(self):
@@ -32,21 +37,21 @@ class Backend:
         self.calls.append("discard")
 
 
-def drive(session, steps, success_at=None, episode=1, delay=0.0):
+def drive(backend, session, steps, success_at=None, episode=1, delay=0.005):
+    """Once the backend resets, send `steps` control steps (after recording starts)."""
     def run():
-        time.sleep(0.05)
+        while "policy=True" not in backend.calls:
+            time.sleep(0.001)
         for i in range(steps):
             session.step(success_at is not None and i + 1 >= success_at, episode)
             time.sleep(delay)
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
+    backend.after_reset.append(lambda: threading.Thread(target=run, daemon=True).start())
 
 
 def test_sim_episode_ends_on_success_and_commits_success():
     backend = Backend()
     s = EpisodeSession(backend, max_steps=50, label="sim", reset="auto", step_timeout_s=5)
-    drive(s, 30, success_at=12)
+    drive(backend, s, 30, success_at=12)
     result = s.run_episode()
     assert result["success"] and result["steps"] == 12
     assert backend.calls == ["reset", "start", "policy=True", "policy=False", "commit=True"]
@@ -56,7 +61,7 @@ def test_sim_episode_ends_on_success_and_commits_success():
 def test_timeout_commits_a_failure():
     backend = Backend()
     s = EpisodeSession(backend, max_steps=10, label="sim", reset="auto", step_timeout_s=5)
-    drive(s, 20)
+    drive(backend, s, 20)
     result = s.run_episode()
     assert not result["success"] and result["steps"] == 10 and backend.calls[-1] == "commit=False"
 
@@ -64,7 +69,7 @@ def test_timeout_commits_a_failure():
 def test_stalled_robot_aborts_and_discards():
     backend = Backend()
     s = EpisodeSession(backend, max_steps=10, label="sim", reset="auto", step_timeout_s=0.3)
-    drive(s, 2)
+    drive(backend, s, 2)
     with pytest.raises(EpisodeAborted, match="no control step"):
         s.run_episode()
     assert backend.calls[-2:] == ["policy=False", "discard"] and s.stats.aborted == 1
@@ -73,8 +78,8 @@ def test_stalled_robot_aborts_and_discards():
 def test_late_messages_of_the_previous_episode_are_ignored():
     backend = Backend()
     s = EpisodeSession(backend, max_steps=5, label="sim", reset="auto", step_timeout_s=5)
-    drive(s, 5, success_at=1, episode=99)  # all from another episode
-    drive(s, 5, episode=1, delay=0.02)
+    drive(backend, s, 5, success_at=1, episode=99)  # all from another episode
+    drive(backend, s, 5, episode=1, delay=0.02)
     assert not s.run_episode()["success"]
 
 
@@ -85,11 +90,13 @@ def test_operator_labels_and_resets():
     def operator():
         time.sleep(0.05)
         s.operator_continue()
-        time.sleep(0.1)
+        while "policy=True" not in backend.calls:
+            time.sleep(0.001)
         for _ in range(3):
             s.step(False, 1)
         s.operator_stop()
-        time.sleep(0.05)
+        while "policy=False" not in backend.calls:
+            time.sleep(0.001)
         s.operator_label(True)
 
     threading.Thread(target=operator, daemon=True).start()

@@ -19,9 +19,11 @@ class SimRobotParams:
     render: bool = True  # publish camera images (off for state-only runs)
     seed: int = -1  # -1 = use sim.seed
     realtime_factor: float = 1.0  # realtime clock only: sim seconds per wall second
+    camera_delay_s: float = 0.0  # images show the scene this long before their stamp (latency calibration tests)
 
     def validate(self) -> None:
         check(self.realtime_factor > 0, f"must be positive, got {self.realtime_factor}", "realtime_factor")
+        check(0 <= self.camera_delay_s <= 1.0, f"must be in [0, 1] s, got {self.camera_delay_s}", "camera_delay_s")
 
 
 @dataclass

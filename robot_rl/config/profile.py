@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from robot_rl.config.kinematics import KinematicsSpec
 from robot_rl.config.typed import ConfigError, check, from_dict, load_file
 from robot_rl.paths import profile_dirs
 
@@ -194,6 +195,7 @@ class Profile:
     follower: DynamixelBusSpec | None = None  # robot.driver == dynamixel
     leader: DynamixelBusSpec | None = None  # leader arm for teleoperation
     nodes: list[NodeSpec] = field(default_factory=list)
+    kinematics: KinematicsSpec = field(default_factory=KinematicsSpec)  # arm chain for FK (hand-eye); optional
     source: str = field(default="", init=False)  # the file it came from
 
     def validate(self) -> None:
@@ -204,6 +206,7 @@ class Profile:
               "robot.driver is mujoco_sim, so a 'sim:' section is required", "sim")
         check(self.robot.driver != "dynamixel" or self.follower is not None,
               "robot.driver is dynamixel, so a 'follower:' bus section is required", "follower")
+        self.kinematics.check_joints(self.robot.joint_names)
         for bus_name in ("follower", "leader"):
             bus = getattr(self, bus_name)
             for i, servo in enumerate(bus.servos if bus else []):

@@ -10,6 +10,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
+from robot_rl.calibration.camera_file import camera_file_path, load_camera_file
 from robot_rl.ros import convert, qos, topics
 from robot_rl.ros.node import OK, WARN, RobotRLNode, run_node
 from robot_rl.sim.driver import Sample, SimDriver
@@ -31,9 +32,7 @@ class SimRobotNode(RobotRLNode):
             if cam.depth:
                 self.image_pubs[("depth", cam.name)] = self.create_publisher(Image, topics.camera_depth(cam.name), qos.SENSOR)
             info_pub = self.create_publisher(CameraInfo, topics.camera_info(cam.name), qos.LATCHED)
-            fx, fy, cx, cy = self.driver.robot.camera_intrinsics(cam.name)
-            info_pub.publish(convert.camera_info_msg(cam.width, cam.height, fx, fy, cx, cy,
-                                                     stamp=self.driver.stamp(), frame_id=f"{cam.name}_optical_frame"))
+            info_pub.publish(self.camera_info(cam))
             self.image_pubs[("info", cam.name)] = info_pub
         self.tactile_pubs = {t.name: self.create_publisher(Image, topics.tactile_image(t.name), qos.SENSOR)
                              for t in self.profile.tactile}
@@ -46,6 +45,21 @@ class SimRobotNode(RobotRLNode):
         self.get_logger().info(f"sim robot up: profile {self.profile.name}, {self.driver.clock} clock, "
                                f"{len(self.image_pubs) and len(self.profile.cameras)} cameras, "
                                f"{len(self.tactile_pubs)} tactile sensors")
+
+    def camera_info(self, cam) -> CameraInfo:
+        """A calibration file (calibration/<profile>/<camera>.yaml) wins over the sim's own camera model,
+        as on a real setup, so calibration results are used from the next start on."""
+        calib = load_camera_file(self.profile.name, cam.name, cam.width, cam.height)
+        if calib is None:
+            fx, fy, cx, cy = self.driver.robot.camera_intrinsics(cam.name)
+            distortion, model, source = None, "plumb_bob", "the sim camera model"
+        else:
+            (fx, fy, cx, cy), source = calib.fx_fy_cx_cy, str(camera_file_path(self.profile.name, cam.name))
+            distortion, model = calib.distortion_coefficients, calib.distortion_model
+        self.get_logger().info(f"camera {cam.name}: intrinsics from {source}")
+        return convert.camera_info_msg(cam.width, cam.height, fx, fy, cx, cy, stamp=self.driver.stamp(),
+                                       frame_id=f"{cam.name}_optical_frame", distortion=distortion,
+                                       distortion_model=model)
 
     # -- callbacks (cheap; the sim thread does the work) ----------------------------------------
     def on_command(self, msg: JointState) -> None:

@@ -7,13 +7,17 @@ The sim node only wires this to ROS. Two clocks:
   stream is sampled once at the end of the period, so a consumer sees one consistent observation
   per step (for training and fast evaluation).
 Stamps are capture times in seconds: `stamp_origin + sim_time / realtime_factor`.
+With `camera_delay_s` > 0 each camera image shows the scene that long before its stamp, like a camera
+whose driver stamps frames late: the known latency the time-offset calibration must recover.
 """
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+import mujoco
 import numpy as np
 
 from robot_rl.config.nodes import SimRobotParams
@@ -55,6 +59,9 @@ class SimDriver:
         self._depth_cameras = {cam.name for cam in profile.cameras if cam.depth}
         self._next_due = {key: self.robot.time for key in self._periods}
         self.episode = 0
+        self.camera_delay = params.camera_delay_s
+        self._history: deque = deque()  # (sim time, qpos, mocap pos, mocap quat), only with a camera delay
+        self._delayed = mujoco.MjData(self.robot.model) if self.camera_delay > 0 else None
 
     # -- time -----------------------------------------------------------------------------------
     @property
@@ -82,6 +89,7 @@ class SimDriver:
         with self.lock:
             self.robot.reset(seed)
             self.envelope.reset(self.robot.joint_state()[0])
+            self._history.clear()  # a delayed camera never shows the previous episode
             self.episode += 1
             if self.clock == "lockstep":  # sim time does not move on reset: keep stamps strictly increasing
                 self.stamp_origin += self.robot.control_dt
@@ -121,6 +129,22 @@ class SimDriver:
         q = self.robot.joint_state()[0]
         self.robot.set_target(self.envelope.setpoint(q, self.stamp(), self.robot.physics_dt))
         self.robot.step_physics(1)
+        if self._delayed is not None:
+            d = self.robot.data
+            self._history.append((self.robot.time, d.qpos.copy(), d.mocap_pos.copy(), d.mocap_quat.copy()))
+            while len(self._history) > 1 and self._history[1][0] <= self.robot.time - self.camera_delay + 1e-9:
+                self._history.popleft()  # keep the newest state at or before (now - delay)
+
+    def _render(self, name: str):
+        """The camera image now, or with a delay the scene as it was `camera_delay` ago."""
+        if self._delayed is None or not self._history:
+            return self.robot.render(name)
+        _, qpos, mocap_pos, mocap_quat = self._history[0]
+        view = self._delayed
+        view.qpos[:], view.mocap_pos[:], view.mocap_quat[:] = qpos, mocap_pos, mocap_quat
+        mujoco.mj_kinematics(self.robot.model, view)
+        mujoco.mj_camlight(self.robot.model, view)
+        return self.robot._need_renderer(name).render(view, name)  # same GL context, another state
 
     def _capture(self, kind: str, name: str) -> list[Sample]:
         stamp = self.stamp()
@@ -132,7 +156,7 @@ class SimDriver:
             return [Sample(kind, name, stamp, state)]
         if kind == "tactile":
             return [Sample(kind, name, stamp, self.robot.tactile(name))]
-        rgb, depth = self.robot.render(name)
+        rgb, depth = self._render(name)
         color = Sample("color", name, stamp, rgb)
         return [color, Sample("depth", name, stamp, depth)] if name in self._depth_cameras else [color]
 

@@ -11,6 +11,8 @@ Finger opening q (m) is the distance from the grasp centre line to each finger's
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 import mujoco
@@ -49,6 +51,40 @@ GRIPPER_JOINTS = ("gripper", "gripper_right")  # MJCF joints; both follow the pr
 
 FRONT_CAMERA = {"pos": (0.62, -0.22, 0.45), "lookat": (0.17, 0.0, 0.06), "fovy": 55.0}  # world frame
 WRIST_CAMERA = {"pos": (0.032, 0.0, -0.045), "lookat": (0.14, 0.0, 0.005), "fovy": 72.0}  # hand frame
+
+
+@dataclass(frozen=True)
+class BoardTexture:
+    """A printed calibration board to add to the scene (only when asked: the task scene stays as is).
+
+    It becomes the mocap body `calibration_board`, a visual-only textured quad whose body frame is the
+    board's (OpenCV ChArUco) frame: origin at the image's top-left corner, x along the image width,
+    y down the image, z into the board; the printed side faces -z. Move it with data.mocap_pos/quat.
+    """
+
+    png: bytes  # the board image (no margin); it spans exactly width x height metres
+    width: float  # m
+    height: float  # m
+
+
+BOARD_ASSET = "calibration_board.png"
+
+
+def _board_xml(board: BoardTexture | None) -> tuple[str, str]:
+    """(asset lines, body lines) of the optional calibration board."""
+    if board is None:
+        return "", ""
+    w, h = board.width, board.height
+    asset = (f'\n    <texture name="calibration_board" type="2d" file="{BOARD_ASSET}"/>\n'
+             f'    <material name="calibration_board" texture="calibration_board" specular="0" reflectance="0" '
+             f'emission="0.4"/>\n'
+             f'    <mesh name="calibration_board" inertia="shell" vertex="0 0 0  {w:.9g} 0 0  {w:.9g} {h:.9g} 0  '
+             f'0 {h:.9g} 0" face="0 2 1  0 3 2" texcoord="0 0  1 0  1 1  0 1"/>')
+    body = (f'\n    <body name="calibration_board" mocap="true" pos="0.25 {h / 2:.9g} 0.0005" quat="0 1 0 0">\n'
+            f'      <geom name="calibration_board" type="mesh" mesh="calibration_board" material="calibration_board" '
+            f'{_VISUAL}/>\n'
+            f'    </body>')
+    return asset, body
 
 
 def _f(v) -> str:
@@ -109,9 +145,11 @@ def _finger(name: str, side: float, grid: tuple[int, int] | None) -> str:
     return "\n".join("            " + s for s in lines)
 
 
-def build_xml(profile) -> str:
-    """The scene MJCF for `profile` (validated against what the sim can provide)."""
+def build_xml(profile, board: BoardTexture | None = None) -> str:
+    """The scene MJCF for `profile` (validated against what the sim can provide), optionally with a
+    calibration board (texture file BOARD_ASSET, supplied by `build_model`)."""
     _check_profile(profile)
+    board_asset, board_body = _board_xml(board)
     joints = {j.name: j for j in profile.robot.joints}
     grids = {t.name: (t.rows, t.cols) for t in profile.tactile}
     cams = {c.name: c for c in profile.cameras}
@@ -165,7 +203,7 @@ def build_xml(profile) -> str:
     <material name="link" rgba="0.85 0.85 0.88 1" reflectance="0" specular="0.1"/>
     <material name="pad" rgba="0.1 0.1 0.1 1" reflectance="0" specular="0"/>
     <material name="cube" rgba="0.85 0.15 0.12 1" reflectance="0" specular="0.1"/>
-    <material name="target" rgba="0.1 0.75 0.2 1" reflectance="0" specular="0"/>
+    <material name="target" rgba="0.1 0.75 0.2 1" reflectance="0" specular="0"/>{board_asset}
   </asset>
   <worldbody>
     <light name="top" pos="0.3 0.3 1.5" dir="-0.1 -0.2 -1" directional="true" castshadow="false" diffuse="0.5 0.5 0.5" specular="0 0 0"/>
@@ -174,7 +212,7 @@ def build_xml(profile) -> str:
     {front_cam}
     <body name="target" mocap="true" pos="0.25 0.1 0">
       <geom name="target" type="cylinder" size="{TARGET_RADIUS} 0.0008" pos="0 0 0.0008" material="target" {_VISUAL}/>
-    </body>
+    </body>{board_body}
     <body name="cube" pos="0.25 -0.1 {CUBE_HALF}">
       <freejoint name="cube"/>
       <geom name="cube" type="box" size="{CUBE_HALF} {CUBE_HALF} {CUBE_HALF}" mass="{CUBE_MASS}" material="cube" {_CUBE}
@@ -218,9 +256,11 @@ def build_xml(profile) -> str:
 """
 
 
-def build_model(profile) -> mujoco.MjModel:
-    """Compile the scene for `profile`; a compile error carries the profile name."""
+def build_model(profile, board: BoardTexture | None = None) -> mujoco.MjModel:
+    """Compile the scene for `profile` (plus an optional calibration board); a compile error carries
+    the profile name."""
+    assets = {BOARD_ASSET: board.png} if board is not None else None
     try:
-        return mujoco.MjModel.from_xml_string(build_xml(profile))
+        return mujoco.MjModel.from_xml_string(build_xml(profile, board), assets)
     except ValueError as e:
         raise ValueError(f"MuJoCo scene for profile {profile.name!r} failed to compile: {e}") from e

@@ -1,56 +1,17 @@
-"""Camera calibration files: `calibration/<profile name>/<camera>.yaml` overrides device intrinsics.
+"""Camera calibration files override device intrinsics: `calibration/<profile name>/<camera>.yaml`.
 
-The format (written by the calibration tools, read here; see hardware/cameras/README.md):
-
-    width: 640                      # image size the calibration was made at (must match the profile)
-    height: 480
-    camera_matrix: [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]
-    distortion_coefficients: [k1, k2, p1, p2, k3]   # OpenCV order
-    distortion_model: plumb_bob     # plumb_bob (5) | rational_polynomial (8) | equidistant (4)
-    meta: {}                        # optional free-form provenance (board, rms error, date, ...)
+The file format (width, height, camera_matrix, distortion_coefficients, distortion_model, meta) is
+defined once, in robot_rl/calibration/camera_file.py, which the calibration tools write with; this
+module only turns it into the driver's Intrinsics.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
-
-from robot_rl.config.typed import ConfigError, check, load_file
+from robot_rl.calibration.camera_file import CameraFile as CameraCalibration
+from robot_rl.calibration.camera_file import camera_file_path as calibration_path
+from robot_rl.calibration.camera_file import load_camera_file
 from robot_rl.drivers.realsense.frames import Intrinsics
-from robot_rl.paths import calibration_dir
 
-N_COEFFS = {"plumb_bob": 5, "rational_polynomial": 8, "equidistant": 4}
-
-
-@dataclass
-class CameraCalibration:
-    width: int
-    height: int
-    camera_matrix: list[list[float]]
-    distortion_coefficients: list[float]
-    distortion_model: Literal["plumb_bob", "rational_polynomial", "equidistant"] = "plumb_bob"
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def validate(self) -> None:
-        check(self.width > 0 and self.height > 0, f"size {self.width}x{self.height} must be positive", "width")
-        k = self.camera_matrix
-        check(len(k) == 3 and all(len(row) == 3 for row in k), "must be a 3x3 list of rows", "camera_matrix")
-        check(k[0][0] > 0 and k[1][1] > 0, f"fx and fy must be positive, got {k[0][0]}, {k[1][1]}", "camera_matrix")
-        check(k[0][1] == 0 and k[1][0] == 0 and k[2] == [0, 0, 1],
-              "must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] (no skew)", "camera_matrix")
-        n = N_COEFFS[self.distortion_model]
-        check(len(self.distortion_coefficients) == n,
-              f"{self.distortion_model} needs {n} coefficients, got {len(self.distortion_coefficients)}",
-              "distortion_coefficients")
-
-    def intrinsics(self, source: str = "") -> Intrinsics:
-        k = self.camera_matrix
-        return Intrinsics(self.width, self.height, float(k[0][0]), float(k[1][1]), float(k[0][2]), float(k[1][2]),
-                          tuple(float(c) for c in self.distortion_coefficients), self.distortion_model, source)
-
-
-def calibration_path(profile_name: str, camera: str) -> Path:
-    return calibration_dir() / profile_name / f"{camera}.yaml"
+__all__ = ["CameraCalibration", "calibration_path", "load_calibration"]
 
 
 def load_calibration(profile_name: str, camera: str, width: int, height: int) -> Intrinsics | None:
@@ -59,11 +20,10 @@ def load_calibration(profile_name: str, camera: str, width: int, height: int) ->
     A malformed file, or one made at another resolution than the camera streams, is a ConfigError
     naming the file: silently falling back to device intrinsics would hide a broken calibration.
     """
-    path = calibration_path(profile_name, camera)
-    if not path.is_file():
+    calib = load_camera_file(profile_name, camera, width, height)
+    if calib is None:
         return None
-    calib = load_file(CameraCalibration, path)
-    if (calib.width, calib.height) != (width, height):
-        raise ConfigError(f"calibrated at {calib.width}x{calib.height} but camera {camera!r} streams at "
-                          f"{width}x{height}; recalibrate or fix the profile", "width", path)
-    return calib.intrinsics(source=str(path))
+    fx, fy, cx, cy = calib.fx_fy_cx_cy
+    return Intrinsics(calib.width, calib.height, fx, fy, cx, cy,
+                      tuple(float(c) for c in calib.distortion_coefficients), calib.distortion_model,
+                      str(calibration_path(profile_name, camera)))
