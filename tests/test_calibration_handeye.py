@@ -16,7 +16,7 @@ from robot_rl.calibration.geometry import inv_T, make_T, pose_error, quat_matrix
 from robot_rl.calibration.handeye import HandEyeCalibrator, calibration_poses, load_handeye  # noqa: E402
 from robot_rl.calibration.kinematics import ChainFK  # noqa: E402
 from robot_rl.calibration.simboard import SimBoardScene, board_facing_camera  # noqa: E402
-from robot_rl.cli.calibrate import transform_stamped  # noqa: E402
+from robot_rl.ros.calibration_session import transform_stamped  # noqa: E402
 from robot_rl.config import load_profile  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)

@@ -40,3 +40,8 @@ def camera_info(name: str) -> str:
 
 def tactile_image(name: str) -> str:
     return f"/tactile/{name}/image"
+
+
+def hand_eye(camera: str) -> str:
+    """A camera's hand-eye result (geometry_msgs/TransformStamped, latched; tf2 is not available here)."""
+    return f"/calibration/hand_eye/{camera}"
