@@ -41,7 +41,9 @@ class RecorderNode(RobotRLNode):
         self.lost_episodes = 0
 
         robot = self.profile.robot
-        subscribe_observations(self, self.profile, self.rec, depth=p.record_depth)
+        corrections = subscribe_observations(self, self.profile, self.rec, depth=p.record_depth)
+        if any(corrections.values()):
+            self.get_logger().info(f"applying calibrated stream latencies: {corrections}")
         self.create_subscription(JointState, topics.ROBOT_COMMAND, lambda m: self.on_command(ACTION, m), qos.COMMAND)
         if p.mode == "rollout":
             self.create_subscription(JointState, topics.POLICY_BASE_ACTION, lambda m: self.on_command(BASE_ACTION, m),

@@ -1,7 +1,8 @@
 """Subscribing a profile's observation streams (joint states, cameras, tactile) into a sink.
 
 The recorder and the policy node both build observations with the same as-of join, so they also
-subscribe the same way: same topics, QoS, conversions and stream names.
+subscribe the same way: same topics, QoS, conversions, stream names, and the same per-stream latency
+corrections from `calibration/<setup>/time_offsets.yaml` (robot-rl calibrate time-offset).
 """
 from __future__ import annotations
 
@@ -21,8 +22,12 @@ class ObservationSink(Protocol):
     def add_tactile(self, sensor: str, stamp: float, image: np.ndarray) -> None: ...
 
 
-def subscribe_observations(node: Node, profile: Profile, sink: ObservationSink, depth: bool = False) -> None:
+def subscribe_observations(node: Node, profile: Profile, sink: ObservationSink, depth: bool = False) -> dict[str, float]:
+    """Returns the stamp corrections applied (seconds added per stream; 0 when uncalibrated)."""
+    from robot_rl.calibration.time_offset import stamp_corrections
+
     names = profile.robot.joint_names
+    fix = stamp_corrections(profile)
 
     def on_joint_state(msg: JointState) -> None:
         try:
@@ -32,7 +37,7 @@ def subscribe_observations(node: Node, profile: Profile, sink: ObservationSink, 
         order = [list(msg.name).index(n) for n in names]
         velocity = np.array([msg.velocity[i] for i in order]) if len(msg.velocity) == len(msg.position) \
             else np.zeros(len(names))
-        sink.add_joint_state(convert.from_time(msg.header.stamp), position, velocity)
+        sink.add_joint_state(convert.from_time(msg.header.stamp) + fix["joint_state"], position, velocity)
 
     node.create_subscription(JointState, topics.JOINT_STATES, on_joint_state,
                              qos.sensor_subscription(profile.robot.state_rate_hz))
@@ -42,10 +47,11 @@ def subscribe_observations(node: Node, profile: Profile, sink: ObservationSink, 
             topic = topics.camera_color(cam.name) if kind == "color" else topics.camera_depth(cam.name)
             node.create_subscription(
                 Image, topic, lambda m, k=kind, c=cam.name: sink.add_image(
-                    k, c, convert.from_time(m.header.stamp), convert.msg_to_image(m)),
+                    k, c, convert.from_time(m.header.stamp) + fix[f"{k}/{c}"], convert.msg_to_image(m)),
                 qos.sensor_subscription(cam.fps))
     for tac in profile.tactile:
         node.create_subscription(
             Image, topics.tactile_image(tac.name), lambda m, s=tac.name: sink.add_tactile(
-                s, convert.from_time(m.header.stamp), convert.msg_to_image(m)),
+                s, convert.from_time(m.header.stamp) + fix[f"tactile/{s}"], convert.msg_to_image(m)),
             qos.sensor_subscription(tac.rate_hz))
+    return fix
