@@ -1,0 +1,147 @@
+"""From the store to the learner: agent setup from a store's layout and demos, and a feeder that
+moves newly committed episodes into the replay buffers.
+
+Sources: `demo` -> demo buffer (relabelled with the frozen base; reward 1 + done on the last frame of
+a successful demo); `rollout` -> online buffer; `intervention` -> online buffer and (SERL) the demo
+buffer. Demos keep the human action as the executed action; rollouts use the recorded `action` (what
+was really executed, after safety clipping) and `base_action`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from robot_rl.data.store import Store
+from robot_rl.rl.agent import ResidualTD3
+from robot_rl.rl.config import ResidualRLConfig
+from robot_rl.rl.encoder import is_camera, obs_spec_from_keys
+from robot_rl.rl.normalize import data_bounds
+from robot_rl.rl.relabel import BaseActionFn, RelabelStats, relabel_episodes
+from robot_rl.rl.replay import ReplayBuffer
+
+ONLINE_SOURCES = ("rollout", "intervention")
+
+
+def demo_episodes(store: Store, cfg: ResidualRLConfig) -> list[int]:
+    return [m["index"] for m in store.episodes_meta()
+            if m["source"] == "demo" and (m["success"] or not cfg.demos_successful_only)]
+
+
+def agent_from_store(store: Store, cfg: ResidualRLConfig, device=None) -> ResidualTD3:
+    """A fresh agent shaped by the store: observation layout, action bounds (demo min-max or the
+    profile's joint limits) and low-dim standardisation statistics from the demos."""
+    obs_spec = obs_spec_from_keys(store.keys, cfg.encoder)
+    n = store.keys["action"].shape[0]
+    demos = demo_episodes(store, cfg)
+    low_keys = sorted(k for k, s in obs_spec.items() if not is_camera(k, s))
+    data = store.load(["action", *low_keys], episodes=demos) if demos else None
+    if cfg.action_bounds == "data" and data is not None:
+        low, high = data_bounds(data["action"])
+    else:
+        spec = store.attrs.get("action", {})
+        low, high = np.asarray(spec.get("lower", [-1.0] * n)), np.asarray(spec.get("upper", [1.0] * n))
+    mean = std = None
+    if data is not None and low_keys:
+        flat = np.concatenate([data[k].reshape(len(data[k]), -1).astype(np.float64) for k in low_keys], axis=1)
+        mean, std = flat.mean(axis=0), flat.std(axis=0)
+    return ResidualTD3(cfg, obs_spec, n, action_low=low, action_high=high, low_dim_mean=mean, low_dim_std=std,
+                       device=device)
+
+
+def replay_device(cfg: ResidualRLConfig, obs_spec) -> torch.device:
+    if cfg.replay_device != "auto":
+        return torch.device(cfg.replay_device)
+    has_images = any(is_camera(k, s) for k, s in obs_spec.items())
+    return torch.device("cuda" if torch.cuda.is_available() and not has_images else "cpu")
+
+
+def make_buffers(agent: ResidualTD3) -> tuple[ReplayBuffer, ReplayBuffer]:
+    """(online, demo) buffers shaped for the agent."""
+    cfg, n = agent.cfg, agent.arch["action_dim"]
+    dev = replay_device(cfg, agent.obs_spec)
+    kw = dict(n_step=cfg.n_step, gamma=cfg.gamma, chunk_length=cfg.chunk_length, device=dev)
+    return (ReplayBuffer(cfg.online_capacity, agent.obs_spec, n, **kw),
+            ReplayBuffer(cfg.demo_capacity, agent.obs_spec, n, **kw))
+
+
+@dataclass
+class FeedResult:
+    episodes: int = 0  # store episodes consumed
+    env_steps: int = 0  # steps of new online episodes (what the UTD ratio counts)
+    online_transitions: int = 0
+    demo_transitions: int = 0
+    skipped: list[int] = field(default_factory=list)  # failed demos (demos_successful_only), unknown sources
+    relabel: RelabelStats = field(default_factory=RelabelStats)
+
+
+class StoreFeeder:
+    """Consumes a store's committed episodes in order. `poll()` refreshes the store and adds what is
+    new; on resume pass `limit=agent.counters["episodes_ingested"]` once to rebuild the buffers
+    without counting those steps again."""
+
+    def __init__(self, store: Store, agent: ResidualTD3, online: ReplayBuffer, demo: ReplayBuffer, *,
+                 base_action_fn: BaseActionFn | None = None, base_hash: str | None = None,
+                 cache_dir: str | os.PathLike | None = None):
+        self.store, self.agent, self.online, self.demo = store, agent, online, demo
+        self.base_action_fn, self.base_hash, self.cache_dir = base_action_fn, base_hash, cache_dir
+        self.next_episode = 0
+        self._keys = [*agent.obs_spec, "action", "base_action", "reward"] + (["phase"] if "phase" in store.keys else [])
+
+    def poll(self, limit: int | None = None) -> FeedResult:
+        self.store.refresh()
+        meta = self.store.episodes_meta()
+        upto = len(meta) if limit is None else min(len(meta), limit)
+        todo = meta[self.next_episode:upto]
+        result = FeedResult()
+        cfg = self.agent.cfg
+        demos = [m["index"] for m in todo if m["source"] == "demo" and (m["success"] or not cfg.demos_successful_only)]
+        relabelled: dict[int, np.ndarray] = {}
+        if demos:
+            if self.base_action_fn is None or not self.base_hash:
+                raise ValueError(f"{self.store.path}: {len(demos)} demo episodes need relabelling but no "
+                                 "base_action_fn/base_hash was given")
+            relabelled, result.relabel = relabel_episodes(
+                self.store, demos, self.base_action_fn, self.base_hash, cache_dir=self.cache_dir,
+                obs_horizon=cfg.base_obs_horizon, chunk_length=cfg.chunk_length)
+        for m in todo:
+            self._add(m, relabelled.get(m["index"]), result)
+            result.episodes += 1
+        self.next_episode = upto
+        return result
+
+    def _add(self, m: dict, relabel: np.ndarray | None, result: FeedResult) -> None:
+        src, success = m["source"], m["success"]
+        if (src == "demo" and relabel is None) or (src != "demo" and src not in ONLINE_SOURCES):
+            result.skipped.append(m["index"])
+            return
+        ep = self.store.load(self._keys, episodes=[m["index"]])
+        norm = self.agent.policy.action_norm
+        action_n = norm.normalize_np(ep["action"])
+        base_n = norm.normalize_np(relabel if src == "demo" else ep["base_action"])
+        reward = ep["reward"].astype(np.float32).copy()
+        if success:
+            reward[-1] = 1.0  # sparse 0/1 reward, episode terminates on success
+        obs = {k: ep[k] for k in self.agent.obs_spec}
+        phase = ep.get("phase")
+        if phase is not None:
+            phase = np.asarray(phase).astype(np.int64).reshape(-1)
+        args = (obs, base_n, action_n, reward)
+        if src in ONLINE_SOURCES:
+            result.online_transitions += self.online.add_episode(*args, terminal=success, phase=phase)
+            result.env_steps += m["length"]
+        if src == "demo" or (src == "intervention" and self.agent.cfg.interventions_to_demo):
+            result.demo_transitions += self.demo.add_episode(*args, terminal=success, phase=phase)
+
+
+def ingest(feeder: StoreFeeder, agent: ResidualTD3) -> FeedResult:
+    """poll() and count the new online steps on the agent (for the UTD throttle)."""
+    res = feeder.poll()
+    agent.record_env_steps(res.env_steps, res.episodes)
+    return res
+
+
+__all__: Sequence[str] = ["agent_from_store", "make_buffers", "StoreFeeder", "FeedResult", "ingest", "demo_episodes"]
