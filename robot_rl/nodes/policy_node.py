@@ -130,7 +130,10 @@ class PolicyNode(RobotRLNode):
             self.get_logger().warn(f"no valid observation: {obs.reason}", throttle_duration_sec=2.0)
             return
         self.history.push(observation_values(self.profile, obs.values))
-        if self.chunks.needs_chunk(t, self.params.lead_steps):
+        # Lockstep: the robot waits for us, so chunks run back to back, exactly exec_horizon actions
+        # each (open loop from the episode start, as in training and as the residual's phase assumes).
+        lead = 0 if wait_for_chunk else self.params.lead_steps
+        if self.chunks.needs_chunk(t, lead):
             self.request_chunk(t, wait=wait_for_chunk)
         picked = self.chunks.action_at(t)
         if picked is None and wait_for_chunk:

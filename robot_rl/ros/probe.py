@@ -108,6 +108,14 @@ class TopicProbe:
         with self._cond:
             return self.arrivals[topic][-1] if self.arrivals[topic] else None
 
+    def drop_before(self, topic: str, stamp: float) -> None:
+        """Forget arrivals of `topic` captured before `stamp` (e.g. everything before a reset)."""
+        with self._cond:
+            kept = [a for a in self.arrivals[topic] if a.stamp >= stamp]
+            self.arrivals[topic].clear()
+            self.arrivals[topic].extend(kept)
+            self.counts[topic] = len(kept)
+
     def clear(self, topic: str | None = None) -> None:
         with self._cond:
             for t in [topic] if topic else list(self.arrivals):

@@ -47,17 +47,23 @@ class RobotClient:
     def reset(self, clear_streams: bool = True) -> dict:
         """Reset the robot; returns the sim task state (JSON from the reset service).
 
-        `clear_streams` forgets what arrived before the reset, so `latest()` is post-reset data.
+        `clear_streams` forgets what was captured before the reset (by stamp, so the observation the
+        robot publishes right after resetting is kept), so `latest()` is post-reset data.
         """
         response = self.call(self.reset_client, Trigger.Request())
         if not response.success:
             raise RuntimeError(f"reset failed: {response.message}")
+        state = json.loads(response.message) if response.message.startswith("{") else {}
         if clear_streams:
             for topic in list(self.probe.arrivals):
-                if not topic.endswith("camera_info"):  # latched, sent once
+                if topic.endswith("camera_info"):  # latched, sent once
+                    continue
+                if "stamp" in state:
+                    self.probe.drop_before(topic, state["stamp"])
+                else:
                     self.probe.clear(topic)
-            self.probe.wait_count(topics.JOINT_STATES, 3, timeout=10)
-        return json.loads(response.message) if response.message.startswith("{") else {}
+            self.probe.wait_count(topics.JOINT_STATES, 1, timeout=10)
+        return state
 
     def estop(self, active: bool) -> bool:
         return self.call(self.estop_client, SetBool.Request(data=active)).success

@@ -93,7 +93,7 @@ class SimDriver:
             self.episode += 1
             if self.clock == "lockstep":  # sim time does not move on reset: keep stamps strictly increasing
                 self.stamp_origin += self.robot.control_dt
-            return {**self.robot.task_state(), "episode": self.episode}
+            return {**self.robot.task_state(), "episode": self.episode, "stamp": self.stamp()}
 
     # -- stepping -------------------------------------------------------------------------------
     def advance(self, n_physics_steps: int) -> list[Sample]:
