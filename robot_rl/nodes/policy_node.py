@@ -84,7 +84,7 @@ class PolicyNode(RobotRLNode):
         self.request: tuple[float, dict] | None = None
         self.request_ready = threading.Condition()
         self.chunk_done = threading.Condition()
-        self.episode = 0
+        self.episode = self.tick_episode = 0
         self.start_worker(self.inference_loop, "inference")
         self.start_worker(self.observation_loop if p.tick == "observation" else self.timer_loop, "control")
         self.get_logger().info(f"policy {self.policy.__class__.__name__} from {p.checkpoint} "
@@ -93,9 +93,7 @@ class PolicyNode(RobotRLNode):
                                f"{'enabled' if self.enabled else 'waiting for /policy/enable'}")
 
     def on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
-        self.history.reset()
-        self.chunks.reset()
-        self.episode += 1
+        self.episode += 1  # the control thread starts afresh (history, chunks) at its next tick
         self.enabled = request.data
         response.success, response.message = True, "enabled" if request.data else "disabled"
         return response
@@ -123,6 +121,10 @@ class PolicyNode(RobotRLNode):
     def tick(self, t: float, wait_for_chunk: bool) -> None:
         if not self.enabled:
             return
+        if self.tick_episode != self.episode:  # enabled anew: forget the previous episode's history
+            self.tick_episode = self.episode
+            self.history.reset()
+            self.chunks.reset()
         self.stats["ticks"] += 1
         obs = self.sink.aligner.observe(t)
         if not obs.valid:
