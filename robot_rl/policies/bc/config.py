@@ -1,0 +1,30 @@
+"""BC policy config: a regression MLP head on the shared observation encoder."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from robot_rl.config.typed import check
+from robot_rl.policies.config import PolicyConfig, TrainConfig
+
+
+@dataclass
+class BCConfig(PolicyConfig):
+    hidden: list[int] = field(default_factory=lambda: [512, 512])
+    dropout: float = 0.0
+    loss: Literal["l1", "l2"] = "l1"  # L1 is robust to the expert's multi-modal/noisy actions (ACT uses it)
+
+    def validate(self) -> None:
+        super().validate()
+        check(all(h > 0 for h in self.hidden), "layer sizes must be positive", "hidden")
+        check(0 <= self.dropout < 1, "must be in [0, 1)", "dropout")
+
+
+@dataclass
+class BCTrainConfig(TrainConfig):
+    """2500 steps of batch 64 took ~15 min on 2 shared cores (86 sim demos: 58 % success)."""
+
+    steps: int = 2500
+    batch_size: int = 64
+    lr: float = 3e-4
+    ema: bool = False

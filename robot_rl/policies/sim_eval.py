@@ -1,0 +1,108 @@
+"""Quick in-process evaluation on SimRobot (no ROS): for development and training-budget studies.
+The real evaluation goes through the ROS graph (`robot-rl eval`); this one builds observations the
+way the recorder does (per control step: joint positions, rendered cameras, taxels), keeps an
+obs_horizon history padded with the first observation, and executes exec_horizon actions of each
+chunk open-loop.
+
+    python -m robot_rl.policies.sim_eval runs/diffusion --episodes 50 --seed 1000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import deque
+
+import numpy as np
+
+from robot_rl.data.recording import camera_key, tactile_key
+
+
+def observe(robot, profile) -> dict[str, np.ndarray]:
+    pos, vel, _ = robot.joint_state()
+    obs = {"obs/joint_pos": pos.astype(np.float32), "obs/joint_vel": vel.astype(np.float32)}
+    for cam in profile.cameras:
+        obs[camera_key(cam.name)] = robot.render(cam.name)[0]
+    for tac in profile.tactile:
+        obs[tactile_key(tac.name)] = robot.tactile(tac.name)
+    return obs
+
+
+def run_episode(policy, robot, profile, seed: int, max_steps: int = 150) -> dict:
+    robot.reset(seed)
+    n_sub = max(1, int(round(robot.control_dt / robot.physics_dt)))
+    history: deque = deque(maxlen=policy.obs_horizon)
+    queue: list[np.ndarray] = []
+    chunks = 0
+    for step in range(1, max_steps + 1):
+        obs = {k: v for k, v in observe(robot, profile).items() if k in policy.obs_keys}
+        history.append(obs)
+        while len(history) < policy.obs_horizon:
+            history.appendleft(history[0])
+        if not queue:
+            window = {k: np.stack([h[k] for h in history]) for k in policy.obs_keys}
+            queue = list(policy.predict(window, seed=seed * 1000 + chunks)[:policy.exec_horizon])
+            chunks += 1
+        robot.set_target(queue.pop(0))
+        robot.step_physics(n_sub)
+        if robot.success():
+            return {"seed": seed, "success": True, "steps": step}
+    return {"seed": seed, "success": False, "steps": max_steps}
+
+
+def evaluate(policy, profile, episodes: int, seed: int, max_steps: int = 150, progress: bool = False,
+             details: list | None = None) -> list[bool]:
+    """Success of each of `episodes` episodes with layouts seed, seed+1, ... (one SimRobot)."""
+    from robot_rl.sim import SimRobot
+
+    from tqdm import tqdm
+
+    results = []
+    with SimRobot(profile, seed=seed, render=True) as robot:
+        bar = tqdm(range(episodes), disable=not progress, unit="episode", dynamic_ncols=True)
+        for i in bar:
+            r = run_episode(policy, robot, profile, seed + i, max_steps)
+            results.append(r["success"])
+            if details is not None:
+                details.append(r)
+            bar.set_postfix(success=f"{sum(results)}/{len(results)}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from robot_rl.config import load_profile
+    from robot_rl.policies.policy import load_policy
+    from robot_rl.stats import wilson
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("checkpoint")
+    p.add_argument("--profile", default="sim")
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--seed", type=int, default=1000)
+    p.add_argument("--max-steps", type=int, default=150)
+    p.add_argument("--ddim-steps", type=int, default=None, help="diffusion: override inference steps")
+    p.add_argument("--spacing", choices=["trailing", "leading"], default=None, help="diffusion: DDIM timesteps")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    profile = load_profile(args.profile)
+    policy = load_policy(args.checkpoint, profile)
+    if args.ddim_steps:
+        policy.config.inference_steps = args.ddim_steps
+    if args.spacing:
+        policy.model.scheduler.spacing = args.spacing
+    t0, details = time.monotonic(), []
+    wins = sum(evaluate(policy, profile, args.episodes, args.seed, args.max_steps, progress=True, details=details))
+    lo, hi = wilson(wins, args.episodes)
+    print(json.dumps({"checkpoint": str(policy.checkpoint.path), "policy": policy.policy_class,
+                      "sha256": policy.checkpoint_hash[:12], "episodes": args.episodes, "seed": args.seed,
+                      "successes": wins, "rate": round(wins / args.episodes, 3), "wilson95": [round(lo, 3), round(hi, 3)],
+                      "mean_steps_success": round(float(np.mean([d["steps"] for d in details if d["success"]] or [0])), 1),
+                      "wall_s": round(time.monotonic() - t0, 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
