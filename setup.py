@@ -16,6 +16,7 @@ NODES = {
     "recorder_node": "robot_rl.nodes.recorder_node:main",
     "policy_node": "robot_rl.nodes.policy_node:main",
     "episode_manager_node": "robot_rl.nodes.episode_manager_node:main",
+    "learner_node": "robot_rl.nodes.learner_node:main",
 }
 
 

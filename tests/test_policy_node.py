@@ -13,6 +13,7 @@ from robot_rl.policies.policy import load_policy
 from robot_rl.ros import convert, qos, topics
 from robot_rl.ros.graph import GraphRunner
 from robot_rl.ros.sim_client import RobotClient
+from policy_fixtures import tiny_checkpoints
 
 pytestmark = pytest.mark.timeout(240)
 PROFILE = load_profile("sim")
@@ -21,42 +22,7 @@ GOLDEN = Path(__file__).parent / "golden"
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    """Tiny, randomly initialised BC and diffusion checkpoints with the sim profile's observation spec."""
-    import torch
-
-    from robot_rl.config.typed import from_dict
-    from robot_rl.data.schema import KeySpec
-    from robot_rl.policies.checkpoint import save_checkpoint
-    from robot_rl.policies.registry import policy_classes
-    from robot_rl.policies.spec import PolicySpec
-
-    n = len(PROFILE.robot.joints)
-    spec = PolicySpec(obs={"obs/camera_front": KeySpec((128, 128, 3), "uint8"),
-                           "obs/tactile_left_finger": KeySpec((4, 4), "float32"), "obs/joint_pos": KeySpec((n,), "float32")},
-                      action_key="action", joint_names=PROFILE.robot.joint_names,
-                      lower=[j.lower for j in PROFILE.robot.joints], upper=[j.upper for j in PROFILE.robot.joints],
-                      control_rate_hz=PROFILE.robot.control_rate_hz, profile="sim")
-    ranges = {"mode": "minmax", "min": [j.lower for j in PROFILE.robot.joints],
-              "max": [j.upper for j in PROFILE.robot.joints], "mean": [0.0] * n, "std": [1.0] * n}
-    stats = {"action": ranges, "obs/joint_pos": ranges,
-             "obs/tactile_left_finger": {"mode": "meanstd", "min": [[0.0] * 4] * 4, "max": [[5.0] * 4] * 4,
-                                         "mean": [[0.1] * 4] * 4, "std": [[0.5] * 4] * 4}}
-    common = {"obs_horizon": 2, "pred_horizon": 4, "exec_horizon": 3,
-              "observation": {"image": {"resize": 12, "crop": 8, "channels": [4], "blocks": [1], "groups": 2,
-                                        "keypoints": 2, "out_dim": 4},
-                              "tactile": {"channels": 2, "out_dim": 4}, "proprio": {"hidden": 8, "out_dim": 4}}}
-    configs = {"bc": {**common, "hidden": [16]},
-               "diffusion": {**common, "down_dims": [4, 8], "n_groups": 2, "kernel_size": 3, "step_embed_dim": 4,
-                             "inference_steps": 4}}
-    out = {}
-    for name, cfg in configs.items():
-        policy_config_cls, _, model_cls = policy_classes(name)
-        config = from_dict(policy_config_cls, cfg)
-        torch.manual_seed(0)
-        model = model_cls(config, spec, stats)
-        out[name] = save_checkpoint(tmp_path_factory.mktemp(name) / "ckpt", policy=name, config=config, spec=spec,
-                                    stats=stats, weights=model.state_dict(), training={"note": "test"})
-    return out
+    return tiny_checkpoints(tmp_path_factory.mktemp("ckpts"), PROFILE)
 
 
 def observation_at(client: RobotClient, stamp: float) -> dict[str, np.ndarray]:

@@ -132,6 +132,25 @@ class EpisodeManagerParams:
         check(self.step_timeout_s > 0, f"must be positive, got {self.step_timeout_s}", "step_timeout_s")
 
 
+@dataclass
+class LearnerParams:
+    """The asynchronous residual learner: follows the store, trains, streams weights to the policy."""
+
+    store: str = "data/{profile}.zarr"
+    base_checkpoint: str = ""  # the frozen base policy the residual corrects
+    preset: str = "cpu_small"  # robot_rl.rl presets: recipe | cpu_small | tiny
+    config: str = ""  # optional YAML of ResidualRLConfig overrides
+    run_dir: str = "runs/learner"  # checkpoints (resumed from when present)
+    publish_every: int = 50  # critic updates between weight messages
+    checkpoint_every_s: float = 60.0
+    threads: int = 1  # torch threads (1 is fastest on a shared 2-core machine)
+
+    def validate(self) -> None:
+        check(self.publish_every >= 1, f"must be >= 1, got {self.publish_every}", "publish_every")
+        check(self.checkpoint_every_s > 0, f"must be positive, got {self.checkpoint_every_s}", "checkpoint_every_s")
+        check(self.threads >= 1, f"must be >= 1, got {self.threads}", "threads")
+
+
 # executable name -> "module:Class" of its params (imported lazily so nothing heavy loads here)
 NODE_PARAMS: dict[str, str] = {
     "sim_robot_node": "robot_rl.config.nodes:SimRobotParams",
@@ -142,6 +161,7 @@ NODE_PARAMS: dict[str, str] = {
     "recorder_node": "robot_rl.config.nodes:RecorderParams",
     "policy_node": "robot_rl.config.nodes:PolicyParams",
     "episode_manager_node": "robot_rl.config.nodes:EpisodeManagerParams",
+    "learner_node": "robot_rl.config.nodes:LearnerParams",
 }
 
 

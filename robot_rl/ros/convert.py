@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import MultiArrayDimension, UInt8MultiArray
 
 # encoding -> (dtype, channels)
 ENCODINGS: dict[str, tuple[np.dtype, int]] = {
@@ -104,3 +105,32 @@ def joint_positions_from_msg(msg: JointState, joint_names: list[str]) -> np.ndar
         bad = [n for n, v in zip(joint_names, q) if not np.isfinite(v)]
         raise ValueError(f"non-finite position for joints {bad}")
     return q
+
+
+def weights_to_msg(data: bytes, metadata: dict) -> UInt8MultiArray:
+    """Residual weights on the wire: safetensors bytes in `data`, JSON metadata (version, step,
+    sha256, architecture, exploration) in the single dimension's label. No pickle anywhere."""
+    import json
+
+    msg = UInt8MultiArray()
+    msg.layout.dim = [MultiArrayDimension(label=json.dumps(metadata), size=len(data), stride=len(data))]
+    msg.data = bytes(data)
+    return msg
+
+
+def msg_to_weights(msg: UInt8MultiArray) -> tuple[bytes, dict]:
+    """(bytes, metadata); ValueError for a message that is not a weights message."""
+    import json
+
+    if len(msg.layout.dim) != 1:
+        raise ValueError(f"weights message needs one layout dimension carrying the metadata, got {len(msg.layout.dim)}")
+    try:
+        metadata = json.loads(msg.layout.dim[0].label)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"weights metadata is not JSON: {e}") from None
+    if not isinstance(metadata, dict):
+        raise ValueError("weights metadata must be a JSON object")
+    data = bytes(msg.data)
+    if len(data) != msg.layout.dim[0].size:
+        raise ValueError(f"weights message truncated: {len(data)} bytes of {msg.layout.dim[0].size}")
+    return data, metadata
