@@ -2,9 +2,12 @@
 (fast to build; used where a test needs a real checkpoint in a node, not a trained one)."""
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from robot_rl.config.typed import from_dict
+from robot_rl.data.episode_writer import EpisodeWriter
+from robot_rl.data.recording import open_or_create, store_layout
 from robot_rl.data.schema import KeySpec
 from robot_rl.policies.checkpoint import save_checkpoint
 from robot_rl.policies.registry import policy_classes
@@ -43,3 +46,30 @@ def tiny_checkpoints(root: Path, profile) -> dict[str, Path]:
         out[name] = save_checkpoint(root / name, policy=name, config=config, spec=spec, stats=stats,
                                     weights=model.state_dict(), training={"note": "tiny test checkpoint"})
     return out
+
+
+def write_episodes(profile, path, source: str, n: int, steps: int = 20, seed: int = 0) -> None:
+    """n synthetic episodes of the profile's store layout (for learner and residual tests)."""
+    keys, _ = store_layout(profile)
+    rng = np.random.default_rng(seed)
+    store = open_or_create(path, profile)
+    writer = EpisodeWriter(store, background=False)
+    for e in range(n):
+        writer.begin(source=source)
+        for t in range(steps):
+            step = {}
+            for k, spec in keys.items():
+                if spec.dtype == "uint8":
+                    step[k] = rng.integers(0, 255, spec.shape, dtype=np.uint8)
+                elif spec.dtype == "bool":
+                    step[k] = False
+                elif k == "stamp":
+                    step[k] = 1000.0 * seed + 10.0 * e + 0.1 * t
+                elif k == "reward":
+                    step[k] = 1.0 if t == steps - 1 and e % 2 == 0 else 0.0
+                else:
+                    step[k] = rng.uniform(-0.5, 0.5, spec.shape).astype(spec.dtype)
+            writer.add_step(step)
+        writer.commit(success=e % 2 == 0, health={"ok": True})
+    writer.close()
+    store.close()

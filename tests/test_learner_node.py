@@ -11,41 +11,13 @@ import yaml
 from std_msgs.msg import UInt8MultiArray
 
 from robot_rl.config import load_profile
-from robot_rl.data.episode_writer import EpisodeWriter
-from robot_rl.data.recording import open_or_create, store_layout
 from robot_rl.rl import load_actor_weights
 from robot_rl.ros import convert, qos, topics
 from robot_rl.ros.graph import GraphRunner
-from policy_fixtures import tiny_checkpoints
+from policy_fixtures import tiny_checkpoints, write_episodes
 
 pytestmark = pytest.mark.timeout(300)
 PROFILE = load_profile("sim")
-
-
-def write_episodes(path, source: str, n: int, steps: int = 20, seed: int = 0) -> None:
-    keys, _ = store_layout(PROFILE)
-    rng = np.random.default_rng(seed)
-    store = open_or_create(path, PROFILE)
-    writer = EpisodeWriter(store, background=False)
-    for e in range(n):
-        writer.begin(source=source)
-        for t in range(steps):
-            step = {}
-            for k, spec in keys.items():
-                if spec.dtype == "uint8":
-                    step[k] = rng.integers(0, 255, spec.shape, dtype=np.uint8)
-                elif spec.dtype == "bool":
-                    step[k] = False
-                elif k == "stamp":
-                    step[k] = 1000.0 * seed + 10.0 * e + 0.1 * t
-                elif k == "reward":
-                    step[k] = 1.0 if t == steps - 1 and e % 2 == 0 else 0.0
-                else:
-                    step[k] = rng.uniform(-0.5, 0.5, spec.shape).astype(spec.dtype)
-            writer.add_step(step)
-        writer.commit(success=e % 2 == 0, health={"ok": True})
-    writer.close()
-    store.close()
 
 
 def latest_weights(probe):
@@ -55,7 +27,7 @@ def latest_weights(probe):
 
 def test_learner_trains_from_new_rollouts_and_resumes(probe, tmp_path):
     store = tmp_path / "store.zarr"
-    write_episodes(store, "demo", 4)
+    write_episodes(PROFILE, store, "demo", 4)
     base = tiny_checkpoints(tmp_path / "base", PROFILE)["bc"]
     data = yaml.safe_load(open(PROFILE.source))
     data["nodes"] = [{"name": "learner", "executable": "learner_node", "params": {
@@ -72,7 +44,7 @@ def test_learner_trains_from_new_rollouts_and_resumes(probe, tmp_path):
         blob, meta = latest_weights(probe)
         assert meta["version"] == 0 and meta["exploration"] == "uniform"  # the zero residual, warming up
         load_actor_weights(blob, meta, meta["architecture"])  # checksum, shapes, finite
-        write_episodes(store, "rollout", 8, seed=1)  # 160 online steps > the tiny preset's warm-up
+        write_episodes(PROFILE, store, "rollout", 8, seed=1)  # 160 online steps > the tiny preset's warm-up
         assert probe.wait_for(lambda: latest_weights(probe)[1]["version"] > 0, timeout=120), runner.log("learner")
         assert probe.wait_for(lambda: latest_weights(probe)[1]["step"] == 160, timeout=60)  # all 8 ingested
         trained = latest_weights(probe)[1]
@@ -87,7 +59,7 @@ def test_learner_trains_from_new_rollouts_and_resumes(probe, tmp_path):
     runner = GraphRunner(profile, out=None).start()
     try:
         assert probe.wait_count(topics.LEARNER_WEIGHTS, 1, timeout=120), runner.log("learner")
-        assert "learner resumed" in runner.log("learner")
+        assert probe.wait_for(lambda: "learner resumed" in runner.log("learner"), timeout=30), runner.log("learner")
         resumed = latest_weights(probe)[1]
         assert resumed["step"] == 160 and resumed["version"] > 0  # counters restored, env steps not recounted
     finally:
@@ -96,7 +68,7 @@ def test_learner_trains_from_new_rollouts_and_resumes(probe, tmp_path):
 
 def test_learner_without_demonstrations_is_a_clear_error(tmp_path):
     store = tmp_path / "store.zarr"
-    write_episodes(store, "rollout", 1)
+    write_episodes(PROFILE, store, "rollout", 1)
     base = tiny_checkpoints(tmp_path / "base", PROFILE)["bc"]
     data = yaml.safe_load(open(PROFILE.source))
     data["nodes"] = [{"name": "learner", "executable": "learner_node", "params": {

@@ -110,6 +110,9 @@ class PolicyParams:
     ensemble_k: float = 0.0  # temporal ensembling weight (0 = off)
     enabled: bool = False  # act from the start (else wait for /policy/enable)
     seed: int = 0
+    residual: bool = False  # fine-tuning: add the learner's residual (weights on /learner/residual_weights)
+    rl_preset: str = "cpu_small"  # must match the learner's, so the weights' architecture can be checked
+    explore: bool = True  # with residual: exploration noise as the learner's metadata says
 
     def validate(self) -> None:
         check(self.lead_steps >= 0, f"must be >= 0, got {self.lead_steps}", "lead_steps")

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 from sensor_msgs.msg import JointState
+from std_msgs.msg import UInt8MultiArray
 from std_srvs.srv import SetBool
 
 from robot_rl.config import ConfigError
@@ -78,6 +79,12 @@ class PolicyNode(RobotRLNode):
         self.base_pub = self.create_publisher(JointState, topics.POLICY_BASE_ACTION, qos.RELIABLE)
         self.residual_pub = self.create_publisher(JointState, topics.POLICY_RESIDUAL, qos.RELIABLE)
         self.create_service(SetBool, topics.POLICY_ENABLE, self.on_enable)
+        self.residual = None
+        if p.residual:
+            from robot_rl.control.residual import ResidualRunner
+
+            self.residual = ResidualRunner(self.profile, self.policy.exec_horizon, p.rl_preset, p.seed)
+            self.create_subscription(UInt8MultiArray, topics.LEARNER_WEIGHTS, self.on_weights, qos.LATCHED)
         self.enabled = p.enabled
         self.stats = {"ticks": 0, "commands": 0, "invalid_ticks": 0, "no_action_ticks": 0, "chunks": 0}
         self.inference_ms: list[float] = []
@@ -144,12 +151,28 @@ class PolicyNode(RobotRLNode):
         if picked is None:
             self.stats["no_action_ticks"] += 1
             return
-        action, _phase = picked
-        self.publish(t, np.clip(action, self.lower, self.upper))
-
-    def publish(self, t: float, base: np.ndarray) -> None:
+        action, phase = picked
+        base = np.clip(action, self.lower, self.upper)
         residual = np.zeros_like(base)
+        if self.residual is not None:  # every tick, even when no new chunk was computed
+            current = {k: v[-1] for k, v in self.history.window().items()}
+            residual = self.residual.apply(current, base, phase, explore=self.params.explore)
+        self.publish(t, base, residual)
+
+    def on_weights(self, msg: UInt8MultiArray) -> None:
+        try:
+            data, meta = convert.msg_to_weights(msg)
+        except ValueError as e:
+            data, meta = b"", {"error": str(e)}
+        if self.residual.offer(data, meta):
+            self.get_logger().info(f"residual weights v{meta['version']} (env step {meta.get('step')}) active")
+        else:
+            self.get_logger().warn(f"residual weights rejected: {self.residual.counters.last_reject_reason}",
+                                   throttle_duration_sec=2.0)
+
+    def publish(self, t: float, base: np.ndarray, residual: np.ndarray) -> None:
         command = np.clip(base + residual, self.lower, self.upper)
+        residual = command - base  # what was really added after clipping
         for pub, value in ((self.base_pub, base), (self.residual_pub, residual), (self.command_pub, command)):
             pub.publish(convert.joint_state_msg(self.joint_names, value, stamp=t))
         self.stats["commands"] += 1
@@ -188,6 +211,7 @@ class PolicyNode(RobotRLNode):
     def diagnostics(self):
         lat = np.asarray(self.inference_ms) if self.inference_ms else np.zeros(1)
         values = {**self.stats, "enabled": str(self.enabled).lower(), "late_chunks": self.chunks.late_chunks,
+                  **({f"weights_{k}": v for k, v in vars(self.residual.counters).items()} if self.residual else {}),
                   "skipped_actions": self.chunks.skipped, "inference_p50_ms": round(float(np.percentile(lat, 50)), 2),
                   "inference_p99_ms": round(float(np.percentile(lat, 99)), 2)}
         level = WARN if self.stats["invalid_ticks"] or self.stats["no_action_ticks"] else OK

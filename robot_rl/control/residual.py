@@ -1,0 +1,74 @@
+"""The residual at every control tick (no ROS): validated weight swaps and base + residual.
+
+Weights arrive from the learner at any time; each message is validated completely (metadata,
+architecture, checksum, shapes, finite values) into a new module before one reference assignment
+swaps it in, so a tick never sees half-loaded weights and a rejected message leaves the running
+residual untouched. Without weights the command is the base action.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from robot_rl.data.recording import store_layout
+from robot_rl.rl import WeightsRejected, architecture, policy_from_weights, preset
+from robot_rl.rl.encoder import obs_spec_from_keys
+
+
+@dataclass
+class ResidualCounters:
+    accepted: int = 0
+    rejected: int = 0
+    last_reject_reason: str = ""
+    version: int = -1
+    step: int = 0
+
+
+class ResidualRunner:
+    def __init__(self, profile, chunk_length: int, rl_preset: str, seed: int = 0):
+        cfg = preset(rl_preset, chunk_length=chunk_length)
+        keys, _ = store_layout(profile)
+        self.expected = architecture(cfg, obs_spec_from_keys(keys, cfg.encoder), len(profile.robot.joints))
+        self.policy = None
+        self.meta: dict = {}
+        self.counters = ResidualCounters()
+        self.generator = torch.Generator().manual_seed(seed)
+        self._lock = threading.Lock()  # guards the counters; the policy swap itself is one assignment
+        torch.set_num_threads(1)
+
+    def offer(self, data: bytes, metadata: dict) -> bool:
+        """Validate and swap in new weights (newer versions only); False if rejected."""
+        try:
+            if metadata.get("version", -1) <= self.counters.version and self.policy is not None:
+                raise WeightsRejected("metadata", f"version {metadata.get('version')} is not newer than "
+                                                  f"{self.counters.version}")
+            policy = policy_from_weights(data, metadata, self.expected)
+        except WeightsRejected as e:
+            with self._lock:
+                self.counters.rejected += 1
+                self.counters.last_reject_reason = str(e)
+            return False
+        self.policy, self.meta = policy, dict(metadata)  # the swap: ticks read one or the other
+        with self._lock:
+            self.counters.accepted += 1
+            self.counters.version = int(metadata["version"])
+            self.counters.step = int(metadata.get("step", 0))
+        return True
+
+    @torch.no_grad()
+    def apply(self, obs: dict[str, np.ndarray], base: np.ndarray, phase: int, explore: bool) -> np.ndarray:
+        """The residual (raw joint units) for this tick; the command is base + residual, clipped by the caller."""
+        policy, meta = self.policy, self.meta
+        if policy is None:
+            return np.zeros_like(base)
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v))[None] for k, v in obs.items()}
+        kind = meta.get("exploration", "gaussian") if explore else "none"
+        out = policy(tensors, torch.from_numpy(np.asarray(base, np.float32))[None], torch.tensor([phase]),
+                     explore=kind, std=meta.get("explore_std", 0.05), clip=meta.get("explore_clip", 0.3),
+                     uniform=meta.get("warmup_noise", 0.2), generator=self.generator)
+        # The pure residual in joint units: the caller adds it to the base and clips to the joint limits,
+        # so a zero residual reproduces the base exactly even outside the learner's widened action range.
+        return (out.residual_normalized[0] * policy.action_norm.half_range).numpy().astype(np.float64)
