@@ -5,13 +5,13 @@ import argparse
 import sys
 
 from robot_rl.config import ConfigError
-from robot_rl.cli import calibrate, collect, demo, evaluate, store, train_base, up
+from robot_rl.cli import calibrate, collect, demo, evaluate, finetune, store, train_base, up
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robot-rl", description=__doc__.split(":", 1)[1].strip())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (up, collect, demo, store, evaluate, train_base, calibrate):
+    for module in (up, collect, demo, store, evaluate, train_base, finetune, calibrate):
         module.register(sub)
     return parser
 

@@ -87,6 +87,7 @@ class RecorderParams:
 
     store: str = "data/{profile}.zarr"  # {profile} is replaced by the profile name
     mode: Literal["teleop", "rollout"] = "teleop"  # teleop: tick at the control rate; rollout: on policy command stamps
+    base_checkpoint: str = ""  # rollout: the base policy acting; its hash is stored with each episode
     record_depth: bool = False
     start_timeout_s: float = 5.0  # start waits this long for every stream to be fresh, then refuses
     min_rate_fraction: float = 0.9  # health bar: achieved rate vs control rate

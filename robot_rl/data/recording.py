@@ -152,12 +152,15 @@ class Recording:
     """Thread-safe enough for one callback thread adding samples and one tick thread recording."""
 
     def __init__(self, profile: Profile, writer: EpisodeWriter, *, record_depth: bool = False,
-                 min_rate_fraction: float = 0.9, max_invalid_fraction: float = 0.05):
+                 min_rate_fraction: float = 0.9, max_invalid_fraction: float = 0.05, frames_per_tick: bool = False):
+        """`frames_per_tick`: cameras may deliver only one frame per control tick (a lockstep sim in
+        rollout mode), so a frame gap counts as a drop only beyond a control period."""
         self.profile = profile
         self.writer = writer
         self.record_depth = record_depth
         self.aligner = AsOfAligner(stream_max_ages(profile, record_depth))
         self.health_bar = (min_rate_fraction, max_invalid_fraction)
+        self.frames_per_tick = frames_per_tick
         self.cameras = [c.name for c in profile.cameras]
         self.health: EpisodeHealth | None = None
         self.success: bool | None = None
@@ -214,8 +217,9 @@ class Recording:
         self.base_ckpt = base_ckpt
         self.success = None
         self._held = None
+        floor = 1.0 / self.profile.robot.control_rate_hz if self.frames_per_tick else 0.0
         self.health = EpisodeHealth(self.profile.robot.control_rate_hz,
-                                    {c.name: 1.0 / c.fps for c in self.profile.cameras}, *self.health_bar)
+                                    {c.name: max(1.0 / c.fps, floor) for c in self.profile.cameras}, *self.health_bar)
 
     def tick(self, t: float, policy: dict[str, np.ndarray] | None = None) -> bool:
         """Record the observation at time t with the command in effect; False if it was invalid.

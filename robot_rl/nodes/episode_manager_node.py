@@ -25,7 +25,7 @@ class EpisodeManagerNode(RobotRLNode):
     def __init__(self):
         super().__init__("episode_manager", "episode_manager_node")
         p = self.params
-        self.clients = {
+        self.services_ = {
             "reset": self.create_client(Trigger, topics.ROBOT_RESET),
             "start": self.create_client(Trigger, topics.RECORDER_START),
             "stop": self.create_client(Trigger, topics.RECORDER_STOP),
@@ -66,7 +66,7 @@ class EpisodeManagerNode(RobotRLNode):
 
     # -- SessionBackend (called from the session thread) ----------------------------------------
     def _call(self, name: str, request, timeout: float = 30.0):
-        client = self.clients[name]
+        client = self.services_[name]
         if not client.wait_for_service(timeout_sec=timeout):
             raise ServiceError(f"service {client.srv_name} not available (is its node running?)")
         future = client.call_async(request)

@@ -17,7 +17,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from robot_rl.config import ConfigError
 from robot_rl.data.episode_writer import EpisodeWriter
-from robot_rl.data.recording import ACTION, BASE_ACTION, RESIDUAL, Recording, open_or_create
+from robot_rl.data.recording import ACTION, BASE_ACTION, JOINTS, RESIDUAL, Recording, open_or_create
 from robot_rl.data.schema import StoreError
 from robot_rl.ros import convert, qos, topics
 from robot_rl.ros.node import OK, WARN, RobotRLNode, run_node
@@ -35,7 +35,13 @@ class RecorderNode(RobotRLNode):
             raise ConfigError(str(e), "recorder.params.store", self.profile.source) from None
         self.writer = EpisodeWriter(self.store)
         self.rec = Recording(self.profile, self.writer, record_depth=p.record_depth,
-                             min_rate_fraction=p.min_rate_fraction, max_invalid_fraction=p.max_invalid_fraction)
+                             min_rate_fraction=p.min_rate_fraction, max_invalid_fraction=p.max_invalid_fraction,
+                             frames_per_tick=p.mode == "rollout")
+        self.base_hash = ""
+        if p.base_checkpoint:
+            from robot_rl.policies.checkpoint import checkpoint_hash
+
+            self.base_hash = checkpoint_hash(p.base_checkpoint)
         self.joint_names = self.profile.robot.joint_names
         self.last_event = ""
         self.lost_episodes = 0
@@ -44,12 +50,13 @@ class RecorderNode(RobotRLNode):
         corrections = subscribe_observations(self, self.profile, self.rec, depth=p.record_depth)
         if any(corrections.values()):
             self.get_logger().info(f"applying calibrated stream latencies: {corrections}")
-        self.create_subscription(JointState, topics.ROBOT_COMMAND, lambda m: self.on_command(ACTION, m), qos.COMMAND)
+        self.create_subscription(JointState, topics.ROBOT_COMMAND, lambda m: self.on_command(ACTION, m),
+                                 qos.RECORDING)
         if p.mode == "rollout":
             self.create_subscription(JointState, topics.POLICY_BASE_ACTION, lambda m: self.on_command(BASE_ACTION, m),
-                                     qos.RELIABLE)
+                                     qos.RECORDING)
             self.create_subscription(JointState, topics.POLICY_RESIDUAL, lambda m: self.on_command(RESIDUAL, m),
-                                     qos.RELIABLE)
+                                     qos.RECORDING)
         self.create_subscription(Bool, topics.TELEOP_INTERVENING, self.on_intervening, qos.RELIABLE)
         self.events = self.create_publisher(String, topics.EPISODE_EVENTS, qos.RELIABLE)
         self.create_service(Trigger, topics.RECORDER_START, self.on_start)
@@ -88,13 +95,17 @@ class RecorderNode(RobotRLNode):
         if self.rec.recording:
             response.success, response.message = False, "already recording (stop or discard first)"
             return response
-        stale = self.rec.stale_streams(time.time())
+        # Teleop: fresh relative to the wall clock. Rollout: relative to the newest joint state, so a
+        # lockstep sim (whose stamps run at the CPU's pace, not the wall clock's) passes when ready.
+        newest = self.rec.aligner.latest_stamp(JOINTS)
+        now = newest if self.params.mode == "rollout" and newest is not None else time.time()
+        stale = self.rec.stale_streams(now)
         if stale:
             response.success = False
             response.message = "not starting, streams not fresh: " + "; ".join(f"{s}: {p}" for s, p in stale.items())
             return response
         source = "demo" if self.params.mode == "teleop" else "rollout"
-        self.rec.start(source=source)
+        self.rec.start(source=source, base_ckpt=self.base_hash if source == "rollout" else "")
         self.emit("start", source=source)
         response.success, response.message = True, f"recording episode {self.store.n_episodes}"
         return response

@@ -13,6 +13,12 @@ COMMAND = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1,
     reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
 )
+# A recorder's view of commands and policy outputs: every message must be kept, even when the
+# recorder's callbacks fall behind the (lockstep) publisher. Compatible with COMMAND publishers.
+RECORDING = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=200,
+    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
+)
 # Events, teleop, policy outputs, diagnostics.
 RELIABLE = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=10,

@@ -1,0 +1,124 @@
+"""`robot-rl finetune`: a residual RL fine-tuning session through the ROS graph.
+
+Starts the profile's `finetune` nodes (sim robot in lockstep by default, policy node with the
+residual and exploration, rollout recorder extending the store, episode manager, learner), follows
+/episode/events and the learner's diagnostics with a live status, and stops at the budget
+(episodes, environment steps or minutes). Everything it saw goes to RUN_DIR/session.jsonl.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import time
+from pathlib import Path
+
+from robot_rl.config import ConfigError, load_profile
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="residual RL fine-tuning session (policy + recorder + episode manager + learner)")
+    p.add_argument("--base", type=Path, required=True, help="base policy checkpoint directory")
+    p.add_argument("--store", type=Path, required=True, help="store with demonstrations; rollouts are appended")
+    p.add_argument("--profile", default="sim")
+    p.add_argument("--preset", default="cpu_small", help="residual RL preset: recipe | cpu_small | tiny")
+    p.add_argument("--run-dir", type=Path, default=None, help="learner checkpoints and the session log")
+    p.add_argument("--episodes", type=int, default=0, help="stop after this many episodes (0: no limit)")
+    p.add_argument("--env-steps", type=int, default=0, help="stop after this many environment steps (0: no limit)")
+    p.add_argument("--minutes", type=float, default=0.0, help="stop after this long (0: no limit)")
+    p.add_argument("--max-steps", type=int, default=150, help="control steps per episode")
+    p.add_argument("--clock", choices=["lockstep", "realtime"], default="lockstep")
+    p.add_argument("--log", type=Path, default=None, help="node logs go here instead of RUN_DIR/graph.log")
+    p.set_defaults(func=run_finetune)
+
+
+def node_named(profile, executable: str, mode: str = "finetune"):
+    spec = next((n for n in profile.nodes_for(mode) if n.executable == executable), None)
+    if spec is None:
+        raise ConfigError(f"profile {profile.name} has no {executable} in mode '{mode}'", "nodes", profile.source)
+    return spec.name
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    import rclpy
+    from std_msgs.msg import String
+    from tqdm import tqdm
+
+    from robot_rl.ros import qos, topics
+    from robot_rl.ros.graph import GraphRunner
+    from robot_rl.ros.sim_client import RobotClient
+
+    profile = load_profile(args.profile)
+    if not (args.base / "config.json").is_file():
+        raise ConfigError(f"{args.base} is not a base checkpoint directory (no config.json)")
+    if not args.store.exists():
+        raise ConfigError(f"store {args.store} does not exist; collect demonstrations first (robot-rl collect)")
+    if not (args.episodes or args.env_steps or args.minutes):
+        raise ConfigError("give a budget: --episodes, --env-steps or --minutes")
+    run_dir = args.run_dir or Path("runs") / time.strftime("finetune-%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    base, store = str(args.base.resolve()), str(args.store.resolve())
+    overrides = {
+        node_named(profile, "policy_node"): {"checkpoint": base, "residual": "true", "rl_preset": args.preset,
+                                             "tick": "observation" if args.clock == "lockstep" else "timer"},
+        node_named(profile, "recorder_node"): {"store": store, "mode": "rollout", "base_checkpoint": base},
+        node_named(profile, "episode_manager_node"): {"episodes": str(args.episodes), "max_steps": str(args.max_steps)},
+        node_named(profile, "learner_node"): {"store": store, "base_checkpoint": base, "preset": args.preset,
+                                              "run_dir": str((run_dir / "learner_run").resolve())},
+    }
+    if profile.sim is not None:
+        overrides[node_named(profile, "sim_robot_node")] = {"clock": args.clock}
+    log = open(args.log or run_dir / "graph.log", "w")
+    session = open(run_dir / "session.jsonl", "a")
+    print(f"== finetune {profile.name}: base {args.base}, store {args.store}, preset {args.preset}, run dir {run_dir}")
+    runner = GraphRunner(profile, mode="finetune", overrides=overrides, out=log).start()
+    rclpy.init()
+    client = RobotClient(profile, name="finetune_client")
+    events: queue.Queue = queue.Queue()
+    client.probe.node.create_subscription(String, topics.EPISODE_EVENTS, lambda m: events.put(json.loads(m.data)),
+                                          qos.RELIABLE)
+    start = time.monotonic()
+    episodes, steps, successes, window = 0, 0, 0, []
+    code = 0
+    try:
+        bar = tqdm(total=args.episodes or None, unit="episode", dynamic_ncols=True)
+        while True:
+            if runner.poll():
+                name, rc = runner.first_exit
+                print(f"error: node '{name}' exited with status {rc} (see {log.name})")
+                code = 1
+                break
+            if (args.env_steps and steps >= args.env_steps) or (args.minutes and time.monotonic() - start > 60 * args.minutes):
+                break
+            try:
+                event = events.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            event["wall_s"] = round(time.monotonic() - start, 2)
+            if event.get("event") == "episode_done":
+                episodes, steps = episodes + 1, steps + event["steps"]
+                successes += int(event["success"])
+                window = (window + [event["success"]])[-20:]
+                try:
+                    learner = client.diagnostics("learner", timeout=2.0)
+                except TimeoutError:
+                    learner = {}
+                event["learner"] = learner
+                bar.update(1)
+                bar.set_postfix(env_steps=steps, success_last20=f"{sum(window)}/{len(window)}",
+                                weights=learner.get("weight_version", "-"), utd=learner.get("realized_utd", "-"))
+            session.write(json.dumps(event) + "\n")
+            session.flush()
+            if event.get("event") == "session_done":
+                break
+        bar.close()
+    finally:
+        client.close()
+        rclpy.try_shutdown()
+        code = runner.stop() or code
+        log.close()
+        session.close()
+    rate = successes / episodes if episodes else 0.0
+    print(f"== finetune: {episodes} episodes, {steps} environment steps, success {100 * rate:.1f} % "
+          f"({time.monotonic() - start:.0f} s); session log {run_dir / 'session.jsonl'}")
+    return code
