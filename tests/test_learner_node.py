@@ -1,9 +1,9 @@
 """The learner node as a real process: publishes the zero residual at start, follows the store for
 new rollouts, trains once the update-to-data ratio allows, streams validated weights, survives
 kill -9 and resumes from its checkpoint."""
+import json
 import os
 import signal
-import time
 
 import numpy as np
 import pytest
@@ -49,7 +49,12 @@ def test_learner_trains_from_new_rollouts_and_resumes(probe, tmp_path):
         assert probe.wait_for(lambda: latest_weights(probe)[1]["step"] == 160, timeout=60)  # all 8 ingested
         trained = latest_weights(probe)[1]
         assert trained["exploration"] == "gaussian"
-        time.sleep(1.5)  # let a periodic checkpoint land
+        state = tmp_path / "run" / "learner" / "state.json"
+
+        def checkpointed():  # a periodic checkpoint with every rollout ingested
+            return state.is_file() and json.loads(state.read_text())["counters"]["env_steps"] == 160
+
+        assert probe.wait_for(checkpointed, timeout=60)
         os.kill(runner.nodes[0].process.pid, signal.SIGKILL)
         runner.stop()
     finally:
@@ -76,9 +81,6 @@ def test_learner_without_demonstrations_is_a_clear_error(tmp_path):
     path = tmp_path / "learner.yaml"
     path.write_text(yaml.safe_dump(data))
     runner = GraphRunner(load_profile(str(path)), out=None).start()
-    deadline = time.monotonic() + 120
-    while not runner.poll() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    runner.wait(120)  # returns when the node exits (or after 120 s), then stops the graph
     assert runner.first_exit is not None and runner.first_exit[1] == 2
     assert "no demonstrations" in runner.log("learner")
-    runner.stop()

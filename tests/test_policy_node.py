@@ -86,14 +86,7 @@ def test_checkpoint_for_another_robot_is_a_clear_error(tmp_path, ros_domain):
     profile = load_profile(str(other))
     runner = GraphRunner(profile, mode="deploy", only=["policy"], out=None,
                          overrides={"policy": {"checkpoint": str(GOLDEN / "bc")}}).start()
-    deadline_ok = False
-    for _ in range(600):
-        if runner.poll():
-            deadline_ok = True
-            break
-        import time
-        time.sleep(0.1)
-    assert deadline_ok, "the policy node should exit at start"
+    runner.wait(60)  # returns when a node exits (or after 60 s), then stops the graph
+    assert runner.first_exit is not None, "the policy node should exit at start"
     assert runner.first_exit[1] == 2
     assert "extra" in runner.log("policy") and "checkpoint" in runner.log("policy")
-    runner.stop()

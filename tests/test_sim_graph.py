@@ -49,7 +49,7 @@ def sim(module_ros_domain):
 
 def test_sensor_streams_rates_encodings_and_camera_info(sim):
     sim.reset()
-    time.sleep(2.0)
+    assert sim.probe.wait_count(topics.JOINT_STATES, 200, timeout=30)  # ~2 s of joint states
     js = sim.probe.stats(topics.JOINT_STATES)
     assert js["rate_hz"] == pytest.approx(PROFILE.robot.state_rate_hz, rel=0.10)
     msg = sim.probe.latest(topics.JOINT_STATES).msg

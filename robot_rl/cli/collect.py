@@ -36,7 +36,6 @@ def store_path_of(profile, override: Path | None) -> Path:
 
 
 def run_collect(args: argparse.Namespace) -> int:
-    import rclpy
     from std_msgs.msg import String
     from tqdm import tqdm
 
@@ -68,8 +67,7 @@ def run_collect(args: argparse.Namespace) -> int:
     print(f"== collect: {args.episodes} episodes of profile {profile.name} into {store}"
           + (" (scripted expert, unattended)" if unattended else " (drive episodes from the teleop device)"))
     runner.start()
-    rclpy.init()
-    client = RobotClient(profile, name="collect_client")
+    client = RobotClient.open(profile, "collect_client")
     events: queue.Queue = queue.Queue()
     client.probe.node.create_subscription(String, topics.EPISODE_EVENTS, lambda m: events.put(json.loads(m.data)),
                                           qos.RELIABLE)
@@ -97,7 +95,6 @@ def run_collect(args: argparse.Namespace) -> int:
         bar.close()
     finally:
         client.close()
-        rclpy.try_shutdown()
         code = runner.stop()
         if log:
             log.close()

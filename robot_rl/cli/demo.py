@@ -30,7 +30,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    import rclpy
 
     from robot_rl.ros.sim_client import RobotClient
     from robot_rl.sim import ScriptedExpert
@@ -43,8 +42,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print("-- stage 1/2: bring up the sim robot graph (real processes, real DDS)")
     log = open(run_dir / "graph.log", "w")
     runner = GraphRunner(profile, out=log).start()
-    rclpy.init()
-    client = RobotClient(profile, name="demo_client")
+    client = RobotClient.open(profile, "demo_client")
     try:
         t0 = time.monotonic()
         problem = client.wait_ready(timeout=90)
@@ -68,7 +66,6 @@ def run_demo(args: argparse.Namespace) -> int:
         streams = {t: client.probe.stats(t) for t in client.watched if not t.endswith("camera_info")}
     finally:
         client.close()
-        rclpy.try_shutdown()
         code = runner.stop()
         log.close()
 

@@ -25,7 +25,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    import rclpy
     from std_srvs.srv import SetBool
     from tqdm import tqdm
 
@@ -48,8 +47,7 @@ def run_eval(args: argparse.Namespace) -> int:
                  policy.name: {"checkpoint": str(args.checkpoint.resolve()), "tick": "observation" if lockstep else "timer"}}
     log = open(args.log, "w") if args.log else None
     runner = GraphRunner(profile, mode="deploy", overrides=overrides, out=log).start()
-    rclpy.init()
-    client = RobotClient(profile, name="eval_client")
+    client = RobotClient.open(profile, "eval_client")
     enable = client.probe.node.create_client(SetBool, topics.POLICY_ENABLE)
     results = []
     try:
@@ -74,7 +72,6 @@ def run_eval(args: argparse.Namespace) -> int:
                 return 1
     finally:
         client.close()
-        rclpy.try_shutdown()
         code = runner.stop()
         if log:
             log.close()

@@ -40,7 +40,6 @@ def node_named(profile, executable: str, mode: str = "finetune"):
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    import rclpy
     from std_msgs.msg import String
     from tqdm import tqdm
 
@@ -72,8 +71,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     session = open(run_dir / "session.jsonl", "a")
     print(f"== finetune {profile.name}: base {args.base}, store {args.store}, preset {args.preset}, run dir {run_dir}")
     runner = GraphRunner(profile, mode="finetune", overrides=overrides, out=log).start()
-    rclpy.init()
-    client = RobotClient(profile, name="finetune_client")
+    client = RobotClient.open(profile, "finetune_client")
     events: queue.Queue = queue.Queue()
     client.probe.node.create_subscription(String, topics.EPISODE_EVENTS, lambda m: events.put(json.loads(m.data)),
                                           qos.RELIABLE)
@@ -114,7 +112,6 @@ def run_finetune(args: argparse.Namespace) -> int:
         bar.close()
     finally:
         client.close()
-        rclpy.try_shutdown()
         code = runner.stop() or code
         log.close()
         session.close()

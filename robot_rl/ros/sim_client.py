@@ -16,7 +16,21 @@ from robot_rl.ros.probe import TopicProbe
 
 
 class RobotClient:
+    @classmethod
+    def open(cls, profile: Profile, name: str) -> "RobotClient":
+        """A client in this process's default ROS context (initialised here, shut down by close())."""
+        import rclpy
+
+        from robot_rl.ros.env import configure_ros_environment
+
+        configure_ros_environment()
+        rclpy.init()
+        client = cls(profile, name=name)
+        client._owns_context = True
+        return client
+
     def __init__(self, profile: Profile, context=None, name: str = "robot_rl_client"):
+        self._owns_context = False
         self.profile = profile
         self.joint_names = profile.robot.joint_names
         self.probe = TopicProbe(name=name, context=context)
@@ -120,3 +134,7 @@ class RobotClient:
 
     def close(self) -> None:
         self.probe.close()
+        if self._owns_context:
+            import rclpy
+
+            rclpy.try_shutdown()
