@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--camera", type=int, default=96, help="camera frame side (pixels)")
-    ap.add_argument("--steps", type=int, nargs="+", default=[1, 4, 10, 16], help="DDIM step counts")
+    ap.add_argument("--steps", type=int, nargs="+", default=[1, 4, 8, 10, 16], help="DDIM step counts (8 = default)")
     args = ap.parse_args(argv)
     import torch
 

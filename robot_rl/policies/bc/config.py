@@ -22,7 +22,7 @@ class BCConfig(PolicyConfig):
 
 @dataclass
 class BCTrainConfig(TrainConfig):
-    """2500 steps of batch 64 took ~15 min on 2 shared cores (86 sim demos: 58 % success)."""
+    """2500 steps of batch 64 took 15 min on 2 shared cores (86 sim demos: 55 % success)."""
 
     steps: int = 2500
     batch_size: int = 64

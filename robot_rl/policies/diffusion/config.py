@@ -40,9 +40,9 @@ class DiffusionConfig(PolicyConfig):
 
 @dataclass
 class DiffusionTrainConfig(TrainConfig):
-    """Measured on 86 sim demos, 2 shared cores: batch 32 at 1e-3 for 3600 steps (~11 min) reached
-    42 % success; batch 64 at 3e-4 for 1600 steps (~12 min) only 6 % (the denoiser was far from
-    converged; see docs/policies.md)."""
+    """Measured on 86 sim demos, 2 shared cores: batch 32 at 1e-3 for 3600 steps (14 min) reached
+    43 % success; batch 64 at 3e-4 for 1600 steps (12 min) only 6 % (the denoiser was far from
+    converged). See docs/policies.md."""
 
     steps: int = 3600
     batch_size: int = 32
