@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from robot_rl.atomic import publish_dir
 from robot_rl.config.typed import ConfigError, from_dict, to_dict
 from robot_rl.policies.registry import policy_classes
 from robot_rl.policies.spec import PolicySpec, SpecError
@@ -87,14 +88,6 @@ def checkpoint_hash(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_json(path: Path, obj: Any) -> None:
     with open(path, "w") as f:
         json.dump(obj, f, indent=1, sort_keys=True)
@@ -125,19 +118,10 @@ def save_checkpoint(path: str | Path, *, policy: str, config: Any, spec: PolicyS
         if train_state is not None:
             _write_json(tmp / TRAIN_JSON, dict(train_state))
             _write_tensors(tmp / TRAIN_TENSORS, train_tensors or {})
-        _fsync_dir(tmp)
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(path, old)
-        os.rename(tmp, path)
-        _fsync_dir(path.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return path
+    return publish_dir(tmp, path)
 
 
 def _read_config(path: Path) -> dict:

@@ -30,6 +30,7 @@ from robot_rl.data.schema import KeySpec
 from robot_rl.rl.agent import COUNTERS, ResidualTD3
 from robot_rl.rl.config import ResidualRLConfig
 from robot_rl.rl.networks import ResidualPolicy, architecture_json
+from robot_rl.atomic import fsync, publish_dir
 
 CHECKPOINT_FORMAT = "robot_rl.residual_learner"
 CHECKPOINT_VERSION = 1
@@ -37,14 +38,6 @@ WEIGHTS_FORMAT = "robot_rl.residual_actor.safetensors/1"
 
 
 # ---- learner checkpoints -----------------------------------------------------------------------
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def _optimizer_state(name: str, opt: torch.optim.Optimizer, tensors: dict) -> dict:
     sd = opt.state_dict()
@@ -92,19 +85,11 @@ def save_checkpoint(agent: ResidualTD3, path: str | os.PathLike, extra: Mapping[
         save_file(rng, str(tmp / "rng.safetensors"))
         (tmp / "state.json").write_text(json.dumps(state))
         for f in tmp.iterdir():
-            _fsync(f)
-        _fsync(tmp)
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(path, old)  # a crash right here leaves only `old`: load_checkpoint falls back to it
-        os.rename(tmp, path)
-        _fsync(path.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            fsync(f)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    publish_dir(tmp, path)  # a crash between its renames leaves only `.old-*`: load_checkpoint falls back to it
     for stale in path.parent.glob(f".{path.name}.old-*"):
         shutil.rmtree(stale, ignore_errors=True)
     return path
