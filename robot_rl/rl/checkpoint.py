@@ -25,12 +25,12 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import load_file, save, save_file
 
+from robot_rl.atomic import fsync, publish_dir
 from robot_rl.config.typed import from_dict, to_dict
 from robot_rl.data.schema import KeySpec
 from robot_rl.rl.agent import COUNTERS, ResidualTD3
 from robot_rl.rl.config import ResidualRLConfig
 from robot_rl.rl.networks import ResidualPolicy, architecture_json
-from robot_rl.atomic import fsync, publish_dir
 
 CHECKPOINT_FORMAT = "robot_rl.residual_learner"
 CHECKPOINT_VERSION = 1
