@@ -129,6 +129,11 @@ def run_node(factory: Callable[[], RobotRLNode], args: list[str] | None = None) 
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         code = 2
+    except Exception:  # noqa: BLE001
+        if rclpy.ok():
+            raise
+        # SIGINT/SIGTERM shut the context down while the executor was waiting or a callback was
+        # publishing: rclpy raises RCLError instead of ExternalShutdownException. A clean stop.
     finally:
         if node is not None:
             node.shutdown()
