@@ -33,7 +33,7 @@ test: venv
 	$(PY) -m pytest -q tests
 
 # Benchmarks print JSON lines; results also land in runs/bench/*.jsonl.
-BENCHES := stream expert store policy learner
+BENCHES := stream expert store policy learner control
 bench: venv
 	@mkdir -p runs/bench
 	@set -e; for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py | tee runs/bench/$$b.jsonl; done
