@@ -48,3 +48,11 @@ def probe(ros_domain):
     yield p
     p.close()
     context.try_shutdown()
+
+
+@pytest.fixture(scope="session")
+def profile():
+    """The shipped sim profile (loaded once)."""
+    from robot_rl.config import load_profile
+
+    return load_profile("sim")

@@ -19,17 +19,9 @@ from robot_rl.drivers.dynamixel.bus import BusError, DynamixelBus, PortLost, Ser
 from robot_rl.drivers.dynamixel.emulator import ServoChainEmulator
 from robot_rl.drivers.dynamixel.mapping import JointMap
 from robot_rl.drivers.dynamixel.robot import FollowerArm
+from dynamixel_arm import IDS, JOINTS
 
 pytestmark = pytest.mark.timeout(120)
-IDS = [1, 2, 3, 4, 5, 6]
-JOINTS = [
-    {"name": "waist", "lower": -2.0, "upper": 2.0, "max_velocity": 1.0},
-    {"name": "shoulder", "lower": -1.5, "upper": 1.5, "max_velocity": 1.5},
-    {"name": "elbow", "lower": -1.5, "upper": 1.5, "max_velocity": 1.5},
-    {"name": "wrist_pitch", "lower": -1.5, "upper": 1.5, "max_velocity": 2.0},
-    {"name": "wrist_roll", "lower": -2.5, "upper": 2.5, "max_velocity": 2.0},
-    {"name": "gripper", "lower": 0.0, "upper": 0.04, "max_velocity": 0.1, "home": 0.04},
-]
 SERVOS = [  # listed out of joint order on purpose: the map sorts by profile joint order
     {"joint": "gripper", "id": 6, "servo_range": [-0.2, 1.0]},
     {"joint": "waist", "id": 1},

@@ -20,17 +20,9 @@ from robot_rl.drivers.dynamixel.mapping import JointMap
 from robot_rl.ros import convert, topics
 from robot_rl.ros.graph import GraphRunner
 from robot_rl.ros.sim_client import RobotClient
+from dynamixel_arm import IDS, JOINTS
 
 pytestmark = pytest.mark.timeout(180)
-IDS = [1, 2, 3, 4, 5, 6]
-JOINTS = [
-    {"name": "waist", "lower": -2.0, "upper": 2.0, "max_velocity": 1.0},
-    {"name": "shoulder", "lower": -1.5, "upper": 1.5, "max_velocity": 1.5},
-    {"name": "elbow", "lower": -1.5, "upper": 1.5, "max_velocity": 1.5},
-    {"name": "wrist_pitch", "lower": -1.5, "upper": 1.5, "max_velocity": 2.0},
-    {"name": "wrist_roll", "lower": -2.5, "upper": 2.5, "max_velocity": 2.0},
-    {"name": "gripper", "lower": 0.0, "upper": 0.04, "max_velocity": 0.1, "home": 0.04},
-]
 FOLLOWER = [
     {"joint": "waist", "id": 1}, {"joint": "shoulder", "id": 2, "direction": -1, "offset": 0.2},
     {"joint": "elbow", "id": 3, "offset": -0.3}, {"joint": "wrist_pitch", "id": 4, "direction": -1},

@@ -1,22 +1,14 @@
 """SimRobot core: model from the profile, reproducible resets, control, cameras, taxels, success."""
 import copy
 import json
-import os
-
-os.environ.setdefault("MUJOCO_GL", "egl")
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from robot_rl.config import load_profile  # noqa: E402
-from robot_rl.sim import SimRobot  # noqa: E402
-from robot_rl.sim.ik import ArmIK, quat_yaw  # noqa: E402
-from robot_rl.sim.scene import CUBE_HALF  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def profile():
-    return load_profile("sim")
+import numpy as np
+import pytest
+
+from robot_rl.sim import SimRobot
+from robot_rl.sim.ik import ArmIK, quat_yaw
+from robot_rl.sim.scene import CUBE_HALF
 
 
 @pytest.fixture(scope="module")

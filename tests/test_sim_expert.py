@@ -1,21 +1,13 @@
 """Scripted expert: IK correctness, clean success, velocity limits, determinism, noise matters."""
 import math
-import os
-
-os.environ.setdefault("MUJOCO_GL", "egl")
-
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from robot_rl.config import load_profile  # noqa: E402
-from robot_rl.sim import ScriptedExpert, SimRobot, run_expert_episode  # noqa: E402
-from robot_rl.sim.ik import ArmIK, tcp_pose, wrap_quarter  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def profile():
-    return load_profile("sim")
+import mujoco
+import numpy as np
+import pytest
+
+from robot_rl.sim import ScriptedExpert, SimRobot, run_expert_episode
+from robot_rl.sim.ik import ArmIK, tcp_pose, wrap_quarter
 
 
 @pytest.fixture(scope="module")

@@ -59,10 +59,9 @@ def run_collect(args: argparse.Namespace) -> int:
     sim_node = next((n for n in profile.nodes_for("collect") if n.executable == "sim_robot_node"), None)
     if sim_node is not None and args.seed is not None:
         overrides.setdefault(sim_node.name, {})["seed"] = str(args.seed)
-    log = open(args.log, "w") if args.log else None
     unattended = profile.sim is not None and teleop is not None and teleop.params.get("device") == "expert"
     keyboard = teleop is not None and teleop.params.get("device", "keyboard") == "keyboard"
-    runner = GraphRunner(profile, mode="collect", overrides=overrides, out=log,
+    runner = GraphRunner(profile, mode="collect", overrides=overrides, log_path=args.log,
                          foreground=[teleop.name] if keyboard else None)
     print(f"== collect: {args.episodes} episodes of profile {profile.name} into {store}"
           + (" (scripted expert, unattended)" if unattended else " (drive episodes from the teleop device)"))
@@ -96,8 +95,6 @@ def run_collect(args: argparse.Namespace) -> int:
     finally:
         client.close()
         code = runner.stop()
-        if log:
-            log.close()
     wins = sum(r["success"] for r in results)
     flagged = [r["index"] for r in results if not r["health"]["ok"]]
     print(f"== collected {len(results)} episodes into {store}: {wins} successes"

@@ -40,8 +40,7 @@ def run_demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("ROS_HOME", str((run_dir / "ros").resolve()))
     print(f"== robot_rl demo: profile {profile.name}, run dir {run_dir}")
     print("-- stage 1/2: bring up the sim robot graph (real processes, real DDS)")
-    log = open(run_dir / "graph.log", "w")
-    runner = GraphRunner(profile, out=log).start()
+    runner = GraphRunner(profile, log_path=run_dir / "graph.log").start()
     client = RobotClient.open(profile, "demo_client")
     try:
         t0 = time.monotonic()
@@ -67,7 +66,6 @@ def run_demo(args: argparse.Namespace) -> int:
     finally:
         client.close()
         code = runner.stop()
-        log.close()
 
     wins = sum(r["success"] for r in results)
     lo, hi = wilson(wins, len(results))

@@ -45,8 +45,7 @@ def run_eval(args: argparse.Namespace) -> int:
     lockstep = args.clock == "lockstep"
     overrides = {sim.name: {"clock": args.clock, "seed": str(args.seed)},
                  policy.name: {"checkpoint": str(args.checkpoint.resolve()), "tick": "observation" if lockstep else "timer"}}
-    log = open(args.log, "w") if args.log else None
-    runner = GraphRunner(profile, mode="deploy", overrides=overrides, out=log).start()
+    runner = GraphRunner(profile, mode="deploy", overrides=overrides, log_path=args.log).start()
     client = RobotClient.open(profile, "eval_client")
     enable = client.probe.node.create_client(SetBool, topics.POLICY_ENABLE)
     results = []
@@ -73,8 +72,6 @@ def run_eval(args: argparse.Namespace) -> int:
     finally:
         client.close()
         code = runner.stop()
-        if log:
-            log.close()
     wins = sum(r["success"] for r in results)
     lo, hi = wilson(wins, len(results))
     summary = {"checkpoint": str(args.checkpoint), "episodes": len(results), "successes": wins,

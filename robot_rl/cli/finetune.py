@@ -67,10 +67,10 @@ def run_finetune(args: argparse.Namespace) -> int:
     }
     if profile.sim is not None:
         overrides[node_named(profile, "sim_robot_node")] = {"clock": args.clock}
-    log = open(args.log or run_dir / "graph.log", "w")
+    log_path = args.log or run_dir / "graph.log"
     session = open(run_dir / "session.jsonl", "a")
     print(f"== finetune {profile.name}: base {args.base}, store {args.store}, preset {args.preset}, run dir {run_dir}")
-    runner = GraphRunner(profile, mode="finetune", overrides=overrides, out=log).start()
+    runner = GraphRunner(profile, mode="finetune", overrides=overrides, log_path=log_path).start()
     client = RobotClient.open(profile, "finetune_client")
     events: queue.Queue = queue.Queue()
     client.probe.node.create_subscription(String, topics.EPISODE_EVENTS, lambda m: events.put(json.loads(m.data)),
@@ -83,7 +83,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         while True:
             if runner.poll():
                 name, rc = runner.first_exit
-                print(f"error: node '{name}' exited with status {rc} (see {log.name})")
+                print(f"error: node '{name}' exited with status {rc} (see {log_path})")
                 code = 1
                 break
             if (args.env_steps and steps >= args.env_steps) or (args.minutes and time.monotonic() - start > 60 * args.minutes):
@@ -113,7 +113,6 @@ def run_finetune(args: argparse.Namespace) -> int:
     finally:
         client.close()
         code = runner.stop() or code
-        log.close()
         session.close()
     rate = successes / episodes if episodes else 0.0
     print(f"== finetune: {episodes} episodes, {steps} environment steps, success {100 * rate:.1f} % "

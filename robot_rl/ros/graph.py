@@ -61,7 +61,8 @@ class GraphRunner:
     def __init__(self, profile: Profile, *, mode: str = "robot", only: list[str] | None = None,
                  env: dict[str, str] | None = None,
                  overrides: dict[str, dict[str, str]] | None = None, out: IO[str] | None = sys.stdout,
-                 keep_lines: int = 200, foreground: list[str] | None = None):
+                 keep_lines: int = 200, foreground: list[str] | None = None, log_path=None):
+        """`log_path`: write the nodes' logs to this file (owned and closed by the runner) instead of `out`."""
         self.profile = profile
         self.specs = [n for n in profile.nodes_for(mode) if only is None or n.name in only]
         unknown = set(only or []) - {n.name for n in profile.nodes}
@@ -69,7 +70,8 @@ class GraphRunner:
             raise ValueError(f"profile {profile.name} has no node(s) {sorted(unknown)}")
         self.env = configure_ros_environment(dict(os.environ if env is None else env))
         self.overrides = overrides or {}
-        self.out = out
+        self._log_file = open(log_path, "w") if log_path else None
+        self.out = self._log_file or out
         self.keep_lines = keep_lines
         self.foreground = set(foreground or [])  # nodes that keep this terminal (keyboard teleop)
         self.nodes: list[NodeProcess] = []
@@ -102,8 +104,11 @@ class GraphRunner:
             del node.lines[: -self.keep_lines]
             if self.out is not None:
                 with self._print_lock:
-                    self.out.write(prefix + line)
-                    self.out.flush()
+                    try:
+                        self.out.write(prefix + line)
+                        self.out.flush()
+                    except ValueError:  # the log file was closed by stop(): nothing left to show
+                        pass
 
     def poll(self) -> list[tuple[str, int]]:
         """Nodes that have exited, with their exit codes."""
@@ -138,6 +143,8 @@ class GraphRunner:
             if n.reader is not None:
                 n.reader.join(timeout=2.0)
         codes = [n.process.wait() for n in self.nodes]
+        if self._log_file is not None:
+            self._log_file.close()
         clean = all(c in (0, -signal.SIGINT) for c in codes)
         return 1 if died_early or not clean else 0
 
