@@ -38,7 +38,7 @@ class JointSpec:
 
 @dataclass
 class RobotSpec:
-    driver: Literal["mujoco_sim", "dynamixel"]
+    driver: Literal["mujoco_sim", "dynamixel", "gymnasium"]
     joints: list[JointSpec]
     control_rate_hz: float
     state_rate_hz: float
@@ -149,13 +149,56 @@ class SafetySpec:
 
 @dataclass
 class SimSpec:
-    task: Literal["pick_place"] = "pick_place"
+    task: Literal["pick_place", "gym"] = "pick_place"  # gym: the env of the `gym:` section (robot.driver gymnasium)
     clock: Literal["realtime", "lockstep"] = "realtime"
     physics_dt: float = 0.002
     seed: int = 0
 
     def validate(self) -> None:
         check(0 < self.physics_dt <= 0.01, f"must be in (0, 0.01] s, got {self.physics_dt}", "physics_dt")
+
+
+EXPERT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+@dataclass
+class GymSpec:
+    """A gymnasium environment as the sim robot (robot.driver: gymnasium; robot_rl/sim/gym_adapter.py).
+
+    Each profile joint is one action dimension (limits = the action Box bounds, checked at start);
+    the observation vector is published on /robot/state and recorded as obs/state. Success: the
+    info key `success_key` (truthy, or >= `success_threshold` when set); if the env's info lacks
+    that key, terminated without truncation counts as success.
+    """
+
+    env_id: str  # registered id, or "module:EnvId-v0" (gymnasium imports the module that registers it)
+    observation: int | list[str]  # the (flattened) observation: its size, or one name per value
+    kwargs: dict[str, Any] = field(default_factory=dict)  # passed to gymnasium.make
+    expert: str = ""  # "module:function": observation -> action (scripted expert for `collect`)
+    success_key: str = "is_success"
+    success_threshold: float | None = None  # success when info[success_key] >= this (None: truthy)
+    max_episode_steps: int = 0  # 0 = the env's registered time limit
+
+    def validate(self) -> None:
+        check(bool(self.env_id.strip()), "must name a gymnasium environment id", "env_id")
+        check(not self.expert or bool(EXPERT_RE.match(self.expert)),
+              f"must be 'module:function' (e.g. robot_rl.sim.gym_experts:reacher_expert), got {self.expert!r}",
+              "expert")
+        check(bool(self.success_key), "must name an info key", "success_key")
+        check(self.max_episode_steps >= 0, f"must be >= 0, got {self.max_episode_steps}", "max_episode_steps")
+        check("render_mode" not in self.kwargs, "render_mode is set by the adapter (rgb_array when the profile "
+              "lists a camera)", "kwargs.render_mode")
+        if isinstance(self.observation, int):
+            check(self.observation > 0, f"must be positive, got {self.observation}", "observation")
+        else:
+            check(len(self.observation) > 0, "name at least one observation value", "observation")
+            _check_unique(list(self.observation), "observation value", "observation")
+
+    @property
+    def observation_names(self) -> list[str]:
+        if isinstance(self.observation, int):
+            return [f"obs_{i}" for i in range(self.observation)]
+        return list(self.observation)
 
 
 MODES = ("robot", "collect", "deploy", "finetune")
@@ -192,6 +235,7 @@ class Profile:
     tactile: list[TactileSpec] = field(default_factory=list)
     safety: SafetySpec = field(default_factory=SafetySpec)
     sim: SimSpec | None = None
+    gym: GymSpec | None = None  # robot.driver == gymnasium
     follower: DynamixelBusSpec | None = None  # robot.driver == dynamixel
     leader: DynamixelBusSpec | None = None  # leader arm for teleoperation
     nodes: list[NodeSpec] = field(default_factory=list)
@@ -204,6 +248,9 @@ class Profile:
         _check_unique([n.name for n in self.nodes], "node", "nodes")
         check(self.robot.driver != "mujoco_sim" or self.sim is not None,
               "robot.driver is mujoco_sim, so a 'sim:' section is required", "sim")
+        if self.robot.driver == "mujoco_sim":
+            check(self.sim.task == "pick_place", "robot.driver is mujoco_sim, so sim.task must be pick_place", "sim.task")
+        self._validate_gym()
         check(self.robot.driver != "dynamixel" or self.follower is not None,
               "robot.driver is dynamixel, so a 'follower:' bus section is required", "follower")
         self.kinematics.check_joints(self.robot.joint_names)
@@ -213,6 +260,27 @@ class Profile:
                 check(servo.joint in self.robot.joint_names,
                       f"{servo.joint!r} is not a robot joint ({', '.join(self.robot.joint_names)})",
                       f"{bus_name}.servos[{i}].joint")
+
+    def _validate_gym(self) -> None:
+        if self.robot.driver != "gymnasium":
+            check(self.gym is None, f"a 'gym:' section needs robot.driver gymnasium (not {self.robot.driver})", "gym")
+            return
+        check(self.gym is not None, "robot.driver is gymnasium, so a 'gym:' section is required", "gym")
+        check(self.sim is not None and self.sim.task == "gym",
+              "robot.driver is gymnasium, so a 'sim:' section with task: gym is required (its clock and seed apply)",
+              "sim.task" if self.sim is not None else "sim")
+        check(self.robot.state_rate_hz == self.robot.control_rate_hz,
+              f"a gymnasium env gives one observation per step: state_rate_hz ({self.robot.state_rate_hz}) must "
+              f"equal control_rate_hz ({self.robot.control_rate_hz})", "robot.state_rate_hz")
+        check(not self.tactile, "a gymnasium env has no tactile sensors", "tactile")
+        check(len(self.cameras) <= 1, "a gymnasium env renders one view: list at most one camera", "cameras")
+        check(not self.cameras or not self.cameras[0].depth, "a gymnasium env renders no depth image",
+              "cameras[0].depth")
+
+    @property
+    def state_names(self) -> list[str]:
+        """Names of the low-dim state vector on /robot/state (obs/state in the store); [] if none."""
+        return self.gym.observation_names if self.gym is not None else []
 
     def nodes_for(self, mode: str) -> list[NodeSpec]:
         if mode not in MODES:

@@ -51,6 +51,9 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         options = get_args(tp)
         if value is None and type(None) in options:
             return None
+        present = [o for o in options if o is not type(None)]
+        if len(present) == 1:  # Optional[X]: X's own error, with its field path (e.g. sim.physics_dt)
+            return _convert(present[0], value, path)
         errors = []
         for option in options:
             if option is type(None):

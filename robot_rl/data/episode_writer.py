@@ -54,6 +54,11 @@ class EpisodeWriter:
         """Steps added to the open episode so far."""
         return self._steps
 
+    @property
+    def source(self) -> str:
+        """The source label the open (or last) episode was begun with."""
+        return self._source
+
     def begin(self, *, source: str = "demo", start_time: float | None = None) -> None:
         """Start an episode. `start_time` defaults to the first step's `stamp` (else wall time now)."""
         check_label(source)

@@ -19,6 +19,9 @@ from robot_rl.data.schema import KeySpec, StoreError
 from robot_rl.data.store import Store
 
 JOINTS = "joint_state"
+STATE_KIND, STATE_NAME = "state", "robot"  # the low-dim state vector (/robot/state), an array stream
+STATE = f"{STATE_KIND}/{STATE_NAME}"
+STATE_KEY = "obs/state"
 ACTION, BASE_ACTION, RESIDUAL = "action", "base_action", "residual"
 
 
@@ -49,6 +52,10 @@ def store_layout(profile: Profile, record_depth: bool = False) -> tuple[dict[str
         keys[tactile_key(tac.name)] = KeySpec((tac.rows, tac.cols), "float32")
         streams.append({"name": f"tactile_{tac.name}", "shape": [tac.rows, tac.cols], "dtype": "float32",
                         "rate_hz": tac.rate_hz})
+    if profile.state_names:
+        d = len(profile.state_names)
+        keys[STATE_KEY] = KeySpec((d,), "float32")
+        streams.append({"name": "state", "shape": [d], "dtype": "float32", "rate_hz": profile.robot.state_rate_hz})
     for key in (ACTION, BASE_ACTION, RESIDUAL):
         keys[key] = KeySpec((n,), "float32")
     keys.update({"reward": KeySpec((), "float32"), "intervention": KeySpec((), "bool"), "stamp": KeySpec((), "float64")})
@@ -73,6 +80,8 @@ def stream_max_ages(profile: Profile, record_depth: bool = False) -> dict[str, f
             ages[f"depth/{cam.name}"] = 3.0 / cam.fps + 0.03
     for tac in profile.tactile:
         ages[f"tactile/{tac.name}"] = max(5.0 / tac.rate_hz, 0.05)
+    if profile.state_names:
+        ages[STATE] = ages[JOINTS]
     return ages
 
 
@@ -86,6 +95,8 @@ def observation_values(profile: Profile, values: dict[str, Any], depth: bool = F
             out[depth_key(cam.name)] = values[f"depth/{cam.name}"]
     for tac in profile.tactile:
         out[tactile_key(tac.name)] = values[f"tactile/{tac.name}"]
+    if profile.state_names:
+        out[STATE_KEY] = np.asarray(values[STATE], np.float32)
     return out
 
 
@@ -217,6 +228,7 @@ class Recording:
         self.base_ckpt = base_ckpt
         self.success = None
         self._held = None
+        self.intervention_steps = 0
         floor = 1.0 / self.profile.robot.control_rate_hz if self.frames_per_tick else 0.0
         self.health = EpisodeHealth(self.profile.robot.control_rate_hz,
                                     {c.name: max(1.0 / c.fps, floor) for c in self.profile.cameras}, *self.health_bar)
@@ -241,6 +253,7 @@ class Recording:
         step: dict[str, Any] = {**observation_values(self.profile, obs.values, self.record_depth), ACTION: action,
                                 BASE_ACTION: base, RESIDUAL: residual, "reward": 0.0,
                                 "intervention": self.intervening, "stamp": t}
+        self.intervention_steps += int(self.intervening)
         if self._held is not None:
             self.writer.add_step(self._held)
         self._held = step
@@ -256,13 +269,17 @@ class Recording:
             raise StoreError("not recording")
         health = self.health.report()
         health["labelled"] = self.success is not None
+        health["intervention_steps"] = self.intervention_steps
         try:
             if self._held is None:
                 raise StoreError("the episode has no valid step (every tick was invalid); nothing to commit: "
                                  + "; ".join(f"{s}: {n} ticks" for s, n in health["invalid_reasons"].items()))
             self._held["reward"] = 1.0 if self.success else 0.0
             self.writer.add_step(self._held)
-            index = self.writer.commit(bool(self.success), health, base_ckpt=self.base_ckpt)
+            # HIL-SERL: a rollout a human took over is an intervention episode (the learner also
+            # puts it in the demo buffer); its per-step `intervention` flags say which steps.
+            source = "intervention" if self.intervention_steps and self.writer.source == "rollout" else None
+            index = self.writer.commit(bool(self.success), health, base_ckpt=self.base_ckpt, source=source)
         except BaseException:
             self.writer.discard()
             raise

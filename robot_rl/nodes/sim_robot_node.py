@@ -1,4 +1,7 @@
-"""sim_robot_node: the MuJoCo robot behind exactly the ROS interface of a real robot (DESIGN.md §3)."""
+"""sim_robot_node: the MuJoCo robot behind exactly the ROS interface of a real robot (DESIGN.md §3).
+
+With robot.driver gymnasium it runs the profile's gymnasium env instead (robot_rl/sim/gym_adapter.py),
+which adds its observation vector on /robot/state."""
 from __future__ import annotations
 
 import json
@@ -26,6 +29,8 @@ class SimRobotNode(RobotRLNode):
 
         self.joint_pub = self.create_publisher(JointState, topics.JOINT_STATES, qos.SENSOR)
         self.task_pub = self.create_publisher(String, topics.SIM_TASK_STATE, qos.RELIABLE)
+        self.state_pub = (self.create_publisher(JointState, topics.ROBOT_STATE, qos.SENSOR)
+                          if self.profile.state_names else None)  # gymnasium: the env's observation
         self.image_pubs = {}
         for cam in self.profile.cameras if self.driver.render else []:
             self.image_pubs[("color", cam.name)] = self.create_publisher(Image, topics.camera_color(cam.name), qos.SENSOR)
@@ -100,7 +105,11 @@ class SimRobotNode(RobotRLNode):
 
         def sim_thread() -> None:
             try:
-                driver = SimDriver(self.profile, self.params, stamp_origin=time.time())
+                if self.profile.robot.driver == "gymnasium":
+                    from robot_rl.sim.gym_adapter import GymDriver as Driver
+                else:
+                    Driver = SimDriver
+                driver = Driver(self.profile, self.params, stamp_origin=time.time())
             except Exception as e:  # noqa: BLE001 - re-raised in the constructor
                 created.put(e)
                 return
@@ -179,6 +188,8 @@ class SimRobotNode(RobotRLNode):
                     convert.image_to_msg(s.value, "16UC1", s.stamp, f"{s.name}_optical_frame"))
             elif s.kind == "tactile":
                 self.tactile_pubs[s.name].publish(convert.image_to_msg(s.value, "32FC1", s.stamp, f"{s.name}_pad"))
+            elif s.kind == "state":
+                self.state_pub.publish(convert.joint_state_msg(self.profile.state_names, s.value, stamp=s.stamp))
             elif s.kind == "task_state":
                 self.task_pub.publish(String(data=json.dumps({"stamp": s.stamp, **s.value})))
 

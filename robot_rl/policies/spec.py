@@ -40,11 +40,10 @@ class PolicySpec:
 
 
 def default_obs_keys(available: Mapping[str, KeySpec]) -> list[str]:
-    """Every camera and tactile stream plus joint positions (velocities are left out: noisy and
-    redundant with a two-step history)."""
+    """Every camera and tactile stream plus joint positions and the low-dim state vector if any
+    (velocities are left out: noisy and redundant with a two-step history)."""
     keys = [k for k in available if k.startswith(("obs/camera_", "obs/tactile_"))]
-    if "obs/joint_pos" in available:
-        keys.append("obs/joint_pos")
+    keys += [k for k in ("obs/joint_pos", "obs/state") if k in available]
     return sorted(keys)
 
 

@@ -78,6 +78,9 @@ class TopicProbe:
         for tac in profile.tactile:
             self.watch(topics.tactile_image(tac.name), Image, qos.sensor_subscription(tac.rate_hz))
             watched.append(topics.tactile_image(tac.name))
+        if profile.state_names:
+            self.watch(topics.ROBOT_STATE, JointState, qos.sensor_subscription(profile.robot.state_rate_hz))
+            watched.append(topics.ROBOT_STATE)
         if profile.sim is not None:
             self.watch(topics.SIM_TASK_STATE, String, qos.RELIABLE)
         return watched

@@ -18,6 +18,8 @@ from robot_rl.ros import convert, qos, topics
 
 class ObservationSink(Protocol):
     def add_joint_state(self, stamp: float, position: np.ndarray, velocity: np.ndarray) -> None: ...
+    # An array stream aligned as "<kind>/<name>": camera images (color, depth) and the low-dim
+    # state vector of /robot/state (kind "state", robot_rl.data.recording.STATE).
     def add_image(self, kind: str, camera: str, stamp: float, image: np.ndarray) -> None: ...
     def add_tactile(self, sensor: str, stamp: float, image: np.ndarray) -> None: ...
 
@@ -54,4 +56,19 @@ def subscribe_observations(node: Node, profile: Profile, sink: ObservationSink, 
             Image, topics.tactile_image(tac.name), lambda m, s=tac.name: sink.add_tactile(
                 s, convert.from_time(m.header.stamp) + fix[f"tactile/{s}"], convert.msg_to_image(m)),
             qos.sensor_subscription(tac.rate_hz))
+    if profile.state_names:
+        from robot_rl.data.recording import STATE, STATE_KIND, STATE_NAME
+
+        state_names = profile.state_names
+
+        def on_state(msg: JointState) -> None:
+            try:
+                values = convert.joint_positions_from_msg(msg, state_names)
+            except ValueError:
+                return
+            sink.add_image(STATE_KIND, STATE_NAME, convert.from_time(msg.header.stamp) + fix.get(STATE, 0.0),
+                           values.astype(np.float32))
+
+        node.create_subscription(JointState, topics.ROBOT_STATE, on_state,
+                                 qos.sensor_subscription(profile.robot.state_rate_hz))
     return fix

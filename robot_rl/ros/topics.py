@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 JOINT_STATES = "/robot/joint_states"
+ROBOT_STATE = "/robot/state"  # low-dim state vector (JointState: name = profile.state_names), e.g. a gym observation
 ROBOT_COMMAND = "/robot/command"
 TELEOP_COMMAND = "/teleop/command"
 TELEOP_INTERVENING = "/teleop/intervening"

@@ -1,5 +1,6 @@
 """The sim's scripted expert as a teleop device: unattended demonstrations in simulation.
 
+On a gymnasium profile it runs the profile's gym.expert on the observation in /sim/task_state.
 It follows the sim episode counter in /sim/task_state, so each new episode (after /robot/reset)
 restarts the expert with a fresh, reproducible seed.
 """
@@ -16,7 +17,10 @@ class ExpertDevice:
     def __init__(self, profile, params):
         if profile.sim is None:
             raise DeviceError(f"device 'expert' needs a simulated robot; profile {profile.name} has no sim: section")
-        from robot_rl.sim.expert import ScriptedExpert
+        if profile.gym is not None:  # a gymnasium env: the profile's gym.expert ("module:function")
+            from robot_rl.sim.gym_adapter import GymExpert as ScriptedExpert
+        else:
+            from robot_rl.sim.expert import ScriptedExpert
 
         self.expert = ScriptedExpert(profile, seed=params.seed, noise=params.expert_noise)
         self.seed = params.seed
