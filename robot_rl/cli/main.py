@@ -5,13 +5,13 @@ import argparse
 import sys
 
 from robot_rl.config import ConfigError
-from robot_rl.cli import calibrate, collect, demo, evaluate, finetune, store, train_base, up
+from robot_rl.cli import calibrate, collect, demo, evaluate, finetune, report, store, train_base, train_reward, up
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robot-rl", description=__doc__.split(":", 1)[1].strip())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (up, collect, demo, store, evaluate, train_base, finetune, calibrate):
+    for module in (up, collect, demo, store, evaluate, train_base, train_reward, finetune, calibrate, report):
         module.register(sub)
     return parser
 

@@ -3,17 +3,28 @@
 Sim: resets automatically and labels from the sim's ground truth. Real robot: waits for the operator
 (`/episode_manager/continue` once the scene is reset, `/episode_manager/stop_episode`,
 `/episode_manager/label`). Reports the session's success rate in /diagnostics and /episode/events.
+
+`label: classifier`: a reward classifier (robot-rl train-reward) says success instead. The node
+subscribes to the observation streams like the recorder and the policy node, and at each control
+step (each sim task state; on a real robot each /robot/command) builds the observation at that
+step's stamp with the same as-of join, evaluates the classifier in its own thread and hands the
+probability to the session, which ends the episode as a success when M consecutive steps are above
+the threshold. On the sim the ground truth rides along, so episode_done reports both labels. A
+classifier made for another setup stops the node at start-up with one line (exit 2).
 """
 from __future__ import annotations
 
 import json
+import queue
 import time
 
+from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
+from robot_rl.config import ConfigError
 from robot_rl.control.session import EpisodeAborted, EpisodeSession
-from robot_rl.ros import qos, topics
+from robot_rl.ros import convert, qos, topics
 from robot_rl.ros.node import OK, WARN, RobotRLNode, run_node
 
 
@@ -33,21 +44,81 @@ class EpisodeManagerNode(RobotRLNode):
             "label": self.create_client(SetBool, topics.RECORDER_LABEL_SUCCESS),
             "policy": self.create_client(SetBool, topics.POLICY_ENABLE),
         }
+        self.reward = self._load_reward_classifier() if p.label == "classifier" else None
         self.session = EpisodeSession(self, max_steps=p.max_steps, label=p.label, reset=p.reset,
-                                      step_timeout_s=p.step_timeout_s)
+                                      step_timeout_s=p.step_timeout_s,
+                                      detector=self.reward.detector() if self.reward else None)
         self.events = self.create_publisher(String, topics.EPISODE_EVENTS, qos.RELIABLE)
         if self.profile.sim is not None:
             self.create_subscription(String, topics.SIM_TASK_STATE, self.on_task_state, qos.RELIABLE)
+        if self.reward is not None:
+            from robot_rl.data.align import AsOfAligner
+            from robot_rl.data.recording import ACTION, stream_max_ages
+            from robot_rl.nodes.policy_node import AlignerSink
+            from robot_rl.ros.streams import subscribe_observations
+
+            ages = {s: a for s, a in stream_max_ages(self.profile).items() if s != ACTION}
+            self.sink = AlignerSink(AsOfAligner(ages))
+            subscribe_observations(self, self.profile, self.sink)
+            self.reward_steps: queue.Queue = queue.Queue()  # (stamp, sim ground truth | None, episode)
+            self.reward_stats = {"evaluated": 0, "invalid": 0, "last_probability": None}
+            if self.profile.sim is None:  # a real robot: each policy command is a control step
+                self.create_subscription(JointState, topics.ROBOT_COMMAND, self.on_command, qos.COMMAND)
+            self.start_worker(self.reward_loop, "reward")
         self.create_service(Trigger, topics.EPISODE_MANAGER_CONTINUE, self.on_continue)
         self.create_service(Trigger, topics.EPISODE_MANAGER_STOP, self.on_stop)
         self.create_service(SetBool, topics.EPISODE_MANAGER_LABEL, self.on_label)
         self.last_error = ""
         self.start_worker(self.run_session, "session")
 
+    def _load_reward_classifier(self):
+        import torch
+
+        from robot_rl.reward.checkpoint import load_classifier
+
+        torch.set_num_threads(1)  # one frame per step: threads would only compete with the learner
+        try:
+            clf = load_classifier(self.params.reward_checkpoint, self.profile)
+        except (ValueError, FileNotFoundError, KeyError) as e:
+            raise ConfigError(str(e), f"{self.get_name()}.params.reward_checkpoint", self.profile.source) from None
+        self.get_logger().info(f"success from reward classifier {clf.path} (threshold {clf.threshold:.3f}, "
+                               f"{clf.consecutive} consecutive steps; obs {', '.join(clf.obs_keys)})")
+        return clf
+
     # -- signals --------------------------------------------------------------------------------
     def on_task_state(self, msg: String) -> None:
         state = json.loads(msg.data)
-        self.session.step(bool(state.get("success")), state.get("episode"))
+        if self.reward is None:
+            self.session.step(bool(state.get("success")), state.get("episode"))
+        else:  # the classifier's thread steps the session once it has evaluated this step
+            self.reward_steps.put((float(state.get("stamp", time.time())), bool(state.get("success")),
+                                   state.get("episode")))
+
+    def on_command(self, msg: JointState) -> None:
+        self.reward_steps.put((convert.from_time(msg.header.stamp), None, None))
+
+    def reward_loop(self) -> None:
+        """Evaluate the classifier on the observation at each control step's stamp, in order."""
+        from robot_rl.data.recording import observation_values
+
+        while not self.stopping:
+            try:
+                stamp, truth, episode = self.reward_steps.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            with self.sink.complete:  # every stream's sample of this step (lockstep: same stamp) has arrived
+                self.sink.complete.wait_for(lambda: self.sink.newest_complete >= stamp or self.stopping, timeout=1.0)
+            obs = self.sink.aligner.observe(stamp)
+            probability = None
+            if obs.valid:
+                probability = self.reward.probability(observation_values(self.profile, obs.values))
+                self.reward_stats["evaluated"] += 1
+                self.reward_stats["last_probability"] = round(probability, 4)
+            else:
+                self.reward_stats["invalid"] += 1
+                self.get_logger().warn(f"reward classifier: no valid observation: {obs.reason}",
+                                       throttle_duration_sec=2.0)
+            self.session.step(truth, episode, reward=probability)
 
     def on_continue(self, request, response):
         self.session.operator_continue()
@@ -122,10 +193,17 @@ class EpisodeManagerNode(RobotRLNode):
                 continue
             stats = self.session.stats
             self.emit("episode_done", **result, session_episodes=stats.episodes,
-                      session_success_rate=round(stats.success_rate(), 4))
+                      session_success_rate=round(stats.success_rate(), 4), **self._agreement("session_"))
         if target and self.session.stats.episodes >= target:
             self.emit("session_done", episodes=self.session.stats.episodes,
-                      success_rate=round(self.session.stats.success_rate(), 4))
+                      success_rate=round(self.session.stats.success_rate(), 4), **self._agreement())
+
+    def _agreement(self, prefix: str = "") -> dict:
+        """Classifier vs sim ground truth over the session (only when both labels exist)."""
+        s = self.session.stats
+        if not s.compared:
+            return {}
+        return {f"{prefix}classifier_agreement": round(s.agreement(), 4), f"{prefix}classifier_compared": s.compared}
 
     def emit(self, event: str, **info) -> None:
         self.events.publish(String(data=json.dumps({"event": event, "stamp": time.time(), **info})))
@@ -134,7 +212,9 @@ class EpisodeManagerNode(RobotRLNode):
         s = self.session.stats
         values = {"episodes": s.episodes, "successes": s.successes, "aborted": s.aborted,
                   "success_rate": round(s.success_rate(), 4), "success_rate_last20": round(s.success_rate(20), 4),
-                  "steps": s.steps, "last_error": self.last_error}
+                  "steps": s.steps, "last_error": self.last_error, **self._agreement()}
+        if self.reward is not None:
+            values.update({f"reward_{k}": v for k, v in self.reward_stats.items()})
         return (WARN if self.last_error else OK), f"{s.episodes} episodes", values
 
     def shutdown(self) -> None:
