@@ -2,16 +2,20 @@
 recorder, episode manager, learner), with a tiny base and preset: rollouts extend the store with
 base action and residual, the learner trains from them and streams weights the policy accepts."""
 import json
+import os
+import signal
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 
 from robot_rl.config import load_profile
 from robot_rl.data.store import Store
 from robot_rl.data.store_check import check
 from robot_rl.policies.checkpoint import checkpoint_hash
+from robot_rl.ros import topics
 from policy_fixtures import tiny_checkpoints, write_episodes
 
 PROFILE = load_profile("sim")
@@ -44,3 +48,168 @@ def test_finetune_session_extends_the_store_and_trains(tmp_path, ros_domain):
     assert np.abs(ep["residual"]).max() > 0  # exploration noise during the warm-up, then the residual
     learner = done[-1]["learner"]
     assert int(learner["env_steps"]) > 0 and int(learner["weight_version"]) >= 0
+
+
+def _diag(probe, node):
+    """Newest /diagnostics key/values of `node` seen by the probe ({} if none)."""
+    for arrival in reversed(probe.arrivals[topics.DIAGNOSTICS]):
+        for status in arrival.msg.status:
+            if status.name.rsplit("/", 1)[-1] == node:
+                return {kv.key: kv.value for kv in status.values}
+    return {}
+
+
+@pytest.mark.timeout(600)
+def test_learner_kill9_policy_keeps_control_and_learner_resumes_exactly(tmp_path, probe):
+    """kill -9 of the learner mid-session: the policy node keeps controlling with the last weights
+    (episodes keep completing, no new weights, nothing rejected); the restarted learner resumes from
+    its checkpoint and publishes weights that act exactly like the checkpoint on a fixed probe batch,
+    and the policy node takes them although their version may be older than the pre-kill ones."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from std_msgs.msg import String, UInt8MultiArray
+
+    from robot_rl.rl import load_checkpoint, policy_from_weights
+    from robot_rl.ros import convert, qos
+    from robot_rl.ros.graph import GraphRunner
+
+    base = tiny_checkpoints(tmp_path / "base", PROFILE)["bc"]
+    store = tmp_path / "store.zarr"
+    write_episodes(PROFILE, store, "demo", 4)
+    learner_run = tmp_path / "learner_run"
+    overrides = {
+        "sim_robot": {"clock": "lockstep"},
+        "policy": {"checkpoint": str(base), "residual": "true", "rl_preset": "tiny", "tick": "observation"},
+        "rollout_recorder": {"store": str(store), "mode": "rollout", "base_checkpoint": str(base)},
+        "episode_manager": {"episodes": "0", "max_steps": "30"},
+        "learner": {"store": str(store), "base_checkpoint": str(base), "preset": "tiny", "run_dir": str(learner_run),
+                    "publish_every": "5", "checkpoint_every_s": "0.5"},
+    }
+    for topic, kind, profile_qos in ((topics.LEARNER_WEIGHTS, UInt8MultiArray, qos.LATCHED),
+                                     (topics.EPISODE_EVENTS, String, qos.RELIABLE),
+                                     (topics.DIAGNOSTICS, DiagnosticArray, qos.RELIABLE)):
+        probe.watch(topic, kind, profile_qos)
+    robot_side = ["sim_robot", "policy", "rollout_recorder", "episode_manager"]
+    graph = GraphRunner(PROFILE, mode="finetune", only=robot_side, overrides=overrides,
+                        log_path=tmp_path / "graph.log").start()
+    learner = GraphRunner(PROFILE, mode="finetune", only=["learner"], overrides=overrides,
+                          log_path=tmp_path / "learner.log").start()
+    state = learner_run / "learner" / "state.json"
+
+    def episodes_done():
+        return sum(json.loads(a.msg.data)["event"] == "episode_done" for a in probe.arrivals[topics.EPISODE_EVENTS])
+
+    try:
+        # trained weights (actor updates happened) that the policy runs, and a checkpoint of them
+        def actor_trained():
+            latest = probe.latest(topics.LEARNER_WEIGHTS)
+            return latest is not None and convert.msg_to_weights(latest.msg)[1]["actor_updates"] > 0
+        assert probe.wait_for(actor_trained, timeout=300), (tmp_path / "learner.log").read_text()[-3000:]
+        assert probe.wait_for(lambda: state.is_file() and json.loads(state.read_text())["counters"]["actor_updates"] > 0,
+                              timeout=60)
+        os.killpg(learner.nodes[0].process.pid, signal.SIGKILL)
+        learner.stop()
+        last_data, last_meta = convert.msg_to_weights(probe.latest(topics.LEARNER_WEIGHTS).msg)
+        assert probe.wait_for(lambda: int(_diag(probe, "policy").get("weights_version", -1)) == last_meta["version"],
+                              timeout=30)
+
+        # the robot side goes on without a learner: episodes complete, same weights, nothing rejected
+        before = episodes_done()
+        assert probe.wait_for(lambda: episodes_done() >= before + 3, timeout=180), \
+            (tmp_path / "graph.log").read_text()[-3000:]
+        assert graph.poll() == []
+        policy = _diag(probe, "policy")
+        assert int(policy["weights_version"]) == last_meta["version"] and policy["weights_rejected"] == "0"
+
+        # restart: the learner resumes from its checkpoint
+        ckpt = load_checkpoint(learner_run / "learner")
+        probe.clear(topics.LEARNER_WEIGHTS)
+        learner = GraphRunner(PROFILE, mode="finetune", only=["learner"], overrides=overrides,
+                              log_path=tmp_path / "learner2.log").start()
+        assert probe.wait_count(topics.LEARNER_WEIGHTS, 1, timeout=120), (tmp_path / "learner2.log").read_text()
+        data, meta = convert.msg_to_weights(probe.arrivals[topics.LEARNER_WEIGHTS][0].msg)
+        assert meta["version"] == ckpt.critic_updates and meta["step"] == ckpt.env_steps
+        resumed = policy_from_weights(data, meta, meta["architecture"])
+        g = torch.Generator().manual_seed(0)
+        obs = {k: (torch.rand((16, *s.shape), generator=g) * (255 if s.dtype == "uint8" else 1)).to(
+            torch.uint8 if s.dtype == "uint8" else torch.float32) for k, s in ckpt.obs_spec.items()}
+        base_a = torch.rand((16, len(PROFILE.robot.joints)), generator=g)
+        phase = torch.arange(16) % ckpt.cfg.chunk_length
+        torch.testing.assert_close(resumed(obs, base_a, phase).action, ckpt.policy.eval()(obs, base_a, phase).action,
+                                   rtol=0, atol=0)
+        if meta["version"] == last_meta["version"]:  # checkpointed at the last publish: the very same weights
+            assert data == last_data
+        # the policy node takes the restarted learner's weights (a newer incarnation)
+        accepted = int(_diag(probe, "policy").get("weights_accepted", 0))
+        assert probe.wait_for(lambda: int(_diag(probe, "policy").get("weights_accepted", 0)) > accepted, timeout=60)
+        assert _diag(probe, "policy")["weights_rejected"] == "0"
+    finally:
+        learner.stop()
+        graph.stop()
+
+
+@pytest.mark.timeout(600)
+def test_teleop_intervention_takes_over_and_is_recorded_as_such(tmp_path, ros_domain):
+    """HIL-SERL: while the teleop device intervenes, the policy node executes its command at the next
+    tick; the episode is committed as an `intervention` episode with per-step flags, and the learner
+    puts it in its demo buffer as well as the online one. The sim's scripted expert plays the human."""
+    import yaml
+
+    base = tiny_checkpoints(tmp_path / "base", PROFILE)["bc"]
+    store = tmp_path / "store.zarr"
+    write_episodes(PROFILE, store, "demo", 4)
+    data = yaml.safe_load(open(PROFILE.source))
+    data["nodes"].append({"name": "operator", "executable": "teleop_node", "modes": ["finetune"],
+                          "params": {"device": "expert", "drive_robot": False, "expert_noise": 0.0}})
+    profile = tmp_path / "hil.yaml"
+    profile.write_text(yaml.safe_dump(data))
+    run = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "robot_rl.cli.main", "finetune", "--profile", str(profile),
+                             "--base", str(base), "--store", str(store), "--preset", "tiny", "--episodes", "3",
+                             "--max-steps", "150", "--run-dir", str(run), "--no-report"],
+                            capture_output=True, text=True, timeout=540)
+    log = (run / "graph.log").read_text() if (run / "graph.log").exists() else ""
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:] + log[-3000:]
+    done = [json.loads(x) for x in (run / "session.jsonl").read_text().splitlines()]
+    done = [e for e in done if e["event"] == "episode_done"]
+    assert len(done) == 3 and all(e["interventions"] > 0 for e in done)
+    s = Store.open(store)
+    episodes = [m for m in s.episodes_meta() if m["source"] != "demo"]
+    assert [m["source"] for m in episodes] == ["intervention"] * 3
+    assert sum(m["success"] for m in episodes) >= 2  # the noise-free expert drove (the tiny base never succeeds)
+    for m in episodes:
+        ep = s.read_episode(m["index"])
+        assert ep["intervention"].mean() > 0.8  # from the first ticks on (the teleop stream was up)
+        steps = ep["intervention"].astype(bool)
+        # executed = the human's command; base_action is what the base would have done; residual = their gap
+        np.testing.assert_allclose(ep["action"][steps], np.clip(ep["base_action"] + ep["residual"],
+                                   [j.lower for j in PROFILE.robot.joints], [j.upper for j in PROFILE.robot.joints])[steps],
+                                   atol=1e-5)
+        assert np.abs(ep["residual"][steps]).max() > 0.01
+    learner = done[-1]["learner"]
+    assert int(learner["demo_size"]) > sum(m["length"] for m in s.episodes_meta() if m["source"] == "demo")
+
+
+def test_finetune_bad_inputs_are_refused_before_anything_starts(tmp_path, capsys):
+    """Another robot's base checkpoint or a store without demonstrations: exit 2 with one line
+    naming the problem, before any node process is launched."""
+    import yaml
+
+    from robot_rl.cli.main import main
+
+    base = tiny_checkpoints(tmp_path / "base", PROFILE)["bc"]
+    store = tmp_path / "store.zarr"
+    write_episodes(PROFILE, store, "demo", 2)
+    data = yaml.safe_load(open(PROFILE.source))
+    data["cameras"][0]["width"] = 64  # another setup: the front camera's resolution differs
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(data))
+    common = ["--preset", "tiny", "--episodes", "1", "--run-dir", str(tmp_path / "run")]
+    assert main(["finetune", "--profile", str(other), "--base", str(base), "--store", str(store), *common]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit profile" in err and "camera_front" in err
+    rollouts_only = tmp_path / "rollouts.zarr"
+    write_episodes(PROFILE, rollouts_only, "rollout", 2)
+    assert main(["finetune", "--base", str(base), "--store", str(rollouts_only), *common]) == 2
+    assert "no successful demonstrations" in capsys.readouterr().err
+    assert main(["finetune", "--base", str(base), "--store", str(tmp_path / "missing.zarr"), *common]) == 2
+    assert not (tmp_path / "run" / "graph.log").exists()

@@ -499,7 +499,8 @@ def test_exact_resume_is_bit_identical(tmp_path):
     c = load_checkpoint(tmp_path / "ckpt")
     assert c.critic_updates == b.critic_updates
     files = sorted(p.name for p in (tmp_path / ".ckpt.old-deadbeef").iterdir())
-    assert files == ["model.safetensors", "optim.safetensors", "rng.safetensors", "state.json"]  # no pickle
+    assert files == ["model.safetensors", "optim.safetensors", "residual.json", "residual.safetensors",
+                     "rng.safetensors", "state.json"]  # no pickle
     state = json.loads((tmp_path / ".ckpt.old-deadbeef" / "state.json").read_text())
     assert state["counters"]["critic_updates"] == 18 and state["config"]["actor_lr"] == 1e-3
 

@@ -1,9 +1,10 @@
-"""`robot-rl demo`: the main job on the simulated robot, through the real ROS graph.
+"""`robot-rl demo`: the whole loop on the simulated robot, through the real ROS graph, in one command.
 
-Current stage: bring up the sim robot graph (separate processes, real DDS), drive the scripted
-expert through ROS for a few episodes, and report what flowed: per-topic rates and latencies,
-safety-envelope counters and the expert's success. Later stages (collection into the store, base
-training, residual fine-tuning) extend this command.
+Stages (each one the same code path as its own subcommand): collect demonstrations with the scripted
+expert -> train the base policy -> evaluate the base -> residual fine-tuning session (policy +
+learner + recorder + episode manager + sim) -> evaluate base + residual -> session report (HTML +
+summary.json). Every stage records its result in RUN_DIR/run.json, so `--resume RUN_DIR` after a
+Ctrl-C (or a failure) skips what is done and restarts the interrupted stage cleanly.
 """
 from __future__ import annotations
 
@@ -11,80 +12,142 @@ import argparse
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
+from robot_rl.cli.finetune import write_run_info
+from robot_rl.config import ConfigError
 
-from robot_rl.stats import wilson
-from robot_rl.config import load_profile
-from robot_rl.ros import topics
-from robot_rl.ros.graph import GraphRunner
+
+@dataclass(frozen=True)
+class DemoBudget:
+    demos: int
+    base_steps: int
+    eval_episodes: int
+    finetune_minutes: float
+
+
+QUICK = DemoBudget(demos=40, base_steps=600, eval_episodes=20, finetune_minutes=6.0)  # ~20 min on 2 cores
+LONG = DemoBudget(demos=100, base_steps=2500, eval_episodes=50, finetune_minutes=60.0)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the one-command main job on the simulated robot")
+    p = sub.add_parser("demo", help="the whole loop on the simulated robot: collect, train, eval, fine-tune, report")
     p.add_argument("--profile", default="sim")
-    p.add_argument("--episodes", type=int, default=5, help="scripted-expert episodes to drive through ROS")
-    p.add_argument("--run-dir", type=Path, default=None, help="where to write logs and summary.json")
+    p.add_argument("--run-dir", type=Path, default=None, help="where everything goes (default runs/demo-TIME)")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue an interrupted demo")
+    p.add_argument("--long", action="store_true", help="a longer, stronger run (100 demos, 2500 base steps, 60 min RL)")
+    p.add_argument("--store", type=Path, default=None, help="reuse this demonstration store (skip collection)")
+    p.add_argument("--base", type=Path, default=None, help="reuse this base checkpoint (skip base training)")
+    p.add_argument("--policy", choices=("bc", "diffusion"), default="bc", help="base policy class")
+    p.add_argument("--demos", type=int, default=None, help="expert episodes to collect")
+    p.add_argument("--base-steps", type=int, default=None, help="base policy optimizer steps")
+    p.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation")
+    p.add_argument("--finetune-minutes", type=float, default=None, help="fine-tuning session length")
+    p.add_argument("--preset", default="cpu_lowdim", help="residual RL preset")
     p.set_defaults(func=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from robot_rl.cli.main import main as cli
 
-    from robot_rl.ros.sim_client import RobotClient
-    from robot_rl.sim import ScriptedExpert
-
-    profile = load_profile(args.profile)
-    run_dir = args.run_dir or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
+    run_dir = args.resume or args.run_dir or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
+    if args.resume is not None and not (run_dir / "run.json").is_file():
+        raise ConfigError(f"{run_dir} is not a demo run directory (no run.json); start without --resume")
+    info = json.loads((run_dir / "run.json").read_text()) if args.resume is not None else {}
+    budget = LONG if args.long else QUICK
+    settings = info.get("settings") or {  # a resumed demo continues with the settings it started with
+        "profile": args.profile, "policy": args.policy, "preset": args.preset,
+        "collect": args.store is None, "train_base": args.base is None,
+        "demos": args.demos or budget.demos, "base_steps": args.base_steps or budget.base_steps,
+        "eval_episodes": args.eval_episodes or budget.eval_episodes,
+        "finetune_minutes": args.finetune_minutes or budget.finetune_minutes}
+    profile, policy, preset = settings["profile"], settings["policy"], settings["preset"]
+    demos, base_steps = settings["demos"], settings["base_steps"]
+    episodes, ft_minutes = settings["eval_episodes"], settings["finetune_minutes"]
     run_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("ROS_HOME", str((run_dir / "ros").resolve()))
-    print(f"== robot_rl demo: profile {profile.name}, run dir {run_dir}")
-    print("-- stage 1/2: bring up the sim robot graph (real processes, real DDS)")
-    runner = GraphRunner(profile, log_path=run_dir / "graph.log").start()
-    client = RobotClient.open(profile, "demo_client")
-    try:
+    done = set(info.get("done", []))
+    store = Path(info.get("store") or args.store or run_dir / "demos.zarr")
+    base = Path(info.get("base_checkpoint") or args.base or run_dir / "base" / "final")
+    learner = run_dir / "learner_run"
+    log = run_dir / "graph.log"
+    write_run_info(run_dir, store=str(store.resolve()), base_checkpoint=str(base.resolve()), profile=profile,
+                   preset=preset, settings=settings, done=sorted(done))
+
+    stages = [
+        ("collect", f"collect {demos} expert demonstrations through ROS", settings["collect"],
+         ["collect", "--profile", profile, "--store", str(store), "--episodes", str(demos), "--log", str(log)]),
+        ("train_base", f"train the {policy} base policy ({base_steps} steps)", settings["train_base"],
+         ["train-base", "--store", str(store), "--policy", policy, "--out", str(base.parent),
+          "--steps", str(base_steps)]),
+        ("eval_base", f"evaluate the base ({episodes} episodes, lockstep)", True,
+         ["eval", "--profile", profile, "--checkpoint", str(base), "--episodes", str(episodes),
+          "--out", str(run_dir / "eval_base.json"), "--log", str(log)]),
+        ("finetune", f"residual RL fine-tuning session ({ft_minutes:g} min)", True,
+         ["finetune", "--profile", profile, "--base", str(base), "--store", str(store), "--preset", preset,
+          "--minutes", str(ft_minutes), "--run-dir", str(run_dir), "--no-report", "--log", str(log)]),
+        ("eval_final", f"evaluate base + residual ({episodes} episodes)", True,
+         ["eval", "--profile", profile, "--checkpoint", str(base), "--residual", str(learner),
+          "--rl-preset", preset, "--episodes", str(episodes), "--out", str(run_dir / "eval_final.json"),
+          "--log", str(log)]),
+    ]
+    print(f"== robot_rl demo on profile {profile}: run dir {run_dir}"
+          + (f" (resuming; done: {', '.join(sorted(done))})" if done else ""))
+    todo = [s for s in stages if s[2]]
+    for i, (name, title, _, argv) in enumerate(todo, 1):
+        if name in done:
+            print(f"-- [{i}/{len(todo) + 1}] {title}: done earlier, skipped")
+            continue
+        print(f"-- [{i}/{len(todo) + 1}] {title}", flush=True)
+        if name == "train_base" and (base / "config.json").is_file():  # finished just before an interrupt
+            done.add(name)
+            continue
+        if name == "train_base" and (base.parent / "checkpoints").exists():  # interrupted: continue exactly
+            argv = ["train-base", "--resume", str(base.parent)]
         t0 = time.monotonic()
-        problem = client.wait_ready(timeout=90)
-        if problem:
-            print(f"error: the sim graph did not come up: {problem} (see {run_dir / 'graph.log'})")
-            return 1
-        print(f"   graph up in {time.monotonic() - t0:.1f} s: {len(client.watched)} sensor topics")
+        try:
+            code = cli(argv)
+        except KeyboardInterrupt:
+            print(f"\n== demo interrupted in stage '{name}'; continue with: robot-rl demo --resume {run_dir}")
+            return 130
+        if code == 130:
+            print(f"\n== demo interrupted in stage '{name}'; continue with: robot-rl demo --resume {run_dir}")
+            return 130
+        if code != 0:
+            print(f"== stage '{name}' failed (exit {code}); logs: {log}; continue with: robot-rl demo --resume {run_dir}")
+            return code
+        done.add(name)
+        write_run_info(run_dir, stages={name: round(time.monotonic() - t0, 1)}, done=sorted(done))
 
-        print(f"-- stage 2/2: scripted expert drives the robot through /robot/command for {args.episodes} episodes")
-        expert = ScriptedExpert(profile, seed=0)
-        results = []
-        start_diag = client.diagnostics("sim_robot")
-        for topic in client.watched:
-            client.probe.clear(topic) if not topic.endswith("camera_info") else None
-        bar = tqdm(range(args.episodes), unit="episode", dynamic_ncols=True)
-        for episode in bar:
-            results.append(client.run_expert_episode(expert, seed=episode))
-            wins = sum(r["success"] for r in results)
-            bar.set_postfix(success=f"{wins}/{len(results)}", steps=results[-1]["steps"])
-        end_diag = client.diagnostics("sim_robot")
-        streams = {t: client.probe.stats(t) for t in client.watched if not t.endswith("camera_info")}
-    finally:
-        client.close()
-        code = runner.stop()
+    from robot_rl.report import write_report
 
-    wins = sum(r["success"] for r in results)
-    lo, hi = wilson(wins, len(results))
-    expected = {topics.JOINT_STATES: profile.robot.state_rate_hz,
-                **{topics.camera_color(c.name): c.fps for c in profile.cameras},
-                **{topics.camera_depth(c.name): c.fps for c in profile.cameras if c.depth},
-                **{topics.tactile_image(t.name): t.rate_hz for t in profile.tactile}}
-    print("\n   topic                                   rate (Hz)  target   msgs   latency p50/p99 (ms)")
-    for topic, s in streams.items():
-        target = expected.get(topic)
-        print(f"   {topic:40s} {s['rate_hz']:8.1f} {target or float('nan'):7.1f} {s['count']:7d}"
-              f"   {s['latency_p50_ms']:6.2f} / {s['latency_p99_ms']:6.2f}")
-    counters = ["commands_accepted", "commands_rejected", "position_clips", "velocity_limited", "stale_holds"]
-    delta = {k: int(end_diag[k]) - int(start_diag[k]) for k in counters}
-    print("   safety envelope: " + ", ".join(f"{k} {v}" for k, v in delta.items()))
-    print(f"   scripted expert through ROS: {wins}/{len(results)} successes "
-          f"({100 * wins / max(1, len(results)):.0f} %, 95 % CI {100 * lo:.0f}-{100 * hi:.0f} %)")
-    summary = {"profile": profile.name, "episodes": results, "expert_success_rate": wins / max(1, len(results)),
-               "expert_success_ci95": [lo, hi], "streams": streams, "safety": delta, "graph_exit_code": code}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"== done: {run_dir / 'summary.json'}" + ("" if code == 0 else f" (graph exit code {code})"))
-    return code
+    print(f"-- [{len(todo) + 1}/{len(todo) + 1}] session report")
+    html = write_report(run_dir, store)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    print_summary(summary, run_dir, html)
+    return 0
+
+
+def _rate(block: dict | None) -> str:
+    if not block or not block.get("episodes"):
+        return "not run"
+    lo, hi = block.get("ci95", [0, 0])
+    return (f"{100 * block['success_rate']:5.1f} %  ({block['successes']}/{block['episodes']}, "
+            f"95 % CI {100 * lo:.0f}-{100 * hi:.0f} %)")
+
+
+def print_summary(summary: dict, run_dir: Path, html: Path) -> None:
+    session = summary.get("session", {})
+    stages = summary.get("stages_s", {})
+    rows = [("base policy", _rate(summary.get("base"))),
+            ("base + residual", _rate(summary.get("final"))),
+            ("fine-tuning episodes", f"{session.get('episodes', 0)} ({session.get('env_steps', 0)} env steps)"),
+            ("session success (last 20)", f"{100 * (session.get('success_rate_last20') or 0):.0f} %"),
+            ("total time", f"{sum(stages.values()) / 60:.1f} min ("
+             + ", ".join(f"{k} {v / 60:.1f}" for k, v in stages.items()) + ")")]
+    width = max(len(k) for k, _ in rows)
+    print("\n== robot_rl demo summary")
+    for k, v in rows:
+        print(f"   {k:<{width}}  {v}")
+    print(f"== report: {html}\n   summary: {run_dir / 'summary.json'}")

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, default=150, help="control steps per episode")
     p.add_argument("--clock", choices=["lockstep", "realtime"], default="lockstep")
     p.add_argument("--seed", type=int, default=1000, help="sim layout seed (same seed = same layouts)")
+    p.add_argument("--residual", type=Path, default=None,
+                   help="add a fine-tuned residual: a learner checkpoint (RUN_DIR/learner_run of robot-rl finetune)")
+    p.add_argument("--rl-preset", default="cpu_small", help="the residual's preset (as used by the learner)")
     p.add_argument("--out", type=Path, help="write the per-episode results and summary as JSON here")
     p.add_argument("--log", type=Path, help="node logs go here instead of the terminal")
     p.set_defaults(func=run_eval)
@@ -45,6 +48,9 @@ def run_eval(args: argparse.Namespace) -> int:
     lockstep = args.clock == "lockstep"
     overrides = {sim.name: {"clock": args.clock, "seed": str(args.seed)},
                  policy.name: {"checkpoint": str(args.checkpoint.resolve()), "tick": "observation" if lockstep else "timer"}}
+    if args.residual is not None:  # base + the fine-tuned residual, without exploration
+        overrides[policy.name].update(residual="true", residual_weights=str(args.residual.resolve()), explore="false",
+                                      rl_preset=args.rl_preset)
     runner = GraphRunner(profile, mode="deploy", overrides=overrides, log_path=args.log).start()
     client = RobotClient.open(profile, "eval_client")
     enable = client.probe.node.create_client(SetBool, topics.POLICY_ENABLE)
@@ -60,7 +66,8 @@ def run_eval(args: argparse.Namespace) -> int:
         if problem:
             print(f"error: {problem}")
             return 1
-        print(f"== eval {args.checkpoint} on {profile.name}: {args.episodes} episodes, {args.clock} clock")
+        what = f"{args.checkpoint} + residual {args.residual}" if args.residual else str(args.checkpoint)
+        print(f"== eval {what} on {profile.name}: {args.episodes} episodes, {args.clock} clock")
         bar = tqdm(range(args.episodes), unit="episode", dynamic_ncols=True)
         for _ in bar:
             results.append(run_episode(client, enable, args.max_steps, profile.robot.control_rate_hz, lockstep))
@@ -74,7 +81,7 @@ def run_eval(args: argparse.Namespace) -> int:
         code = runner.stop()
     wins = sum(r["success"] for r in results)
     lo, hi = wilson(wins, len(results))
-    summary = {"checkpoint": str(args.checkpoint), "episodes": len(results), "successes": wins,
+    summary = {"checkpoint": str(args.checkpoint), "residual": str(args.residual or ""), "episodes": len(results), "successes": wins,
                "success_rate": wins / max(1, len(results)), "ci95": [round(lo, 4), round(hi, 4)],
                "mean_steps": sum(r["steps"] for r in results) / max(1, len(results)), "clock": args.clock,
                "seed": args.seed}

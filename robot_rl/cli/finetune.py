@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, default=150, help="control steps per episode")
     p.add_argument("--clock", choices=["lockstep", "realtime"], default="lockstep")
     p.add_argument("--log", type=Path, default=None, help="node logs go here instead of RUN_DIR/graph.log")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML session report at the end")
     p.set_defaults(func=run_finetune)
 
 
@@ -54,6 +55,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         raise ConfigError(f"store {args.store} does not exist; collect demonstrations first (robot-rl collect)")
     if not (args.episodes or args.env_steps or args.minutes):
         raise ConfigError("give a budget: --episodes, --env-steps or --minutes")
+    preflight(profile, args.base, args.store)
     run_dir = args.run_dir or Path("runs") / time.strftime("finetune-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     base, store = str(args.base.resolve()), str(args.store.resolve())
@@ -68,6 +70,11 @@ def run_finetune(args: argparse.Namespace) -> int:
     if profile.sim is not None:
         overrides[node_named(profile, "sim_robot_node")] = {"clock": args.clock}
     log_path = args.log or run_dir / "graph.log"
+    write_run_info(run_dir, store=store, base_checkpoint=base, profile=profile.name, preset=args.preset)
+    names = {role: node_named(profile, exe) for role, exe in
+             (("learner", "learner_node"), ("policy", "policy_node"))}
+    if profile.sim is not None:
+        names["robot"] = node_named(profile, "sim_robot_node")
     session = open(run_dir / "session.jsonl", "a")
     print(f"== finetune {profile.name}: base {args.base}, store {args.store}, preset {args.preset}, run dir {run_dir}")
     runner = GraphRunner(profile, mode="finetune", overrides=overrides, log_path=log_path).start()
@@ -97,11 +104,9 @@ def run_finetune(args: argparse.Namespace) -> int:
                 episodes, steps = episodes + 1, steps + event["steps"]
                 successes += int(event["success"])
                 window = (window + [event["success"]])[-20:]
-                try:
-                    learner = client.diagnostics("learner", timeout=2.0)
-                except TimeoutError:
-                    learner = {}
-                event["learner"] = learner
+                for role, name in names.items():  # what the report plots per episode (newest, <= 1 s old)
+                    event[role] = client.latest_diagnostics(name)
+                learner = event["learner"]
                 bar.update(1)
                 bar.set_postfix(env_steps=steps, success_last20=f"{sum(window)}/{len(window)}",
                                 weights=learner.get("weight_version", "-"), utd=learner.get("realized_utd", "-"))
@@ -117,4 +122,40 @@ def run_finetune(args: argparse.Namespace) -> int:
     rate = successes / episodes if episodes else 0.0
     print(f"== finetune: {episodes} episodes, {steps} environment steps, success {100 * rate:.1f} % "
           f"({time.monotonic() - start:.0f} s); session log {run_dir / 'session.jsonl'}")
+    write_run_info(run_dir, stages={"finetune": round(time.monotonic() - start, 1)})
+    if episodes and not args.no_report:
+        from robot_rl.report import write_report
+
+        print(f"== report: {write_report(run_dir, Path(store))}")
     return code
+
+
+def preflight(profile, base: Path, store: Path) -> None:
+    """What would make the nodes fail at start, checked before any process is launched."""
+    from robot_rl.data.store import Store
+    from robot_rl.policies.checkpoint import load_checkpoint
+    from robot_rl.policies.spec import SpecError, check_profile
+
+    try:
+        check_profile(load_checkpoint(base).spec, profile)
+    except (SpecError, FileNotFoundError, ValueError, KeyError) as e:
+        raise ConfigError(f"base checkpoint {base} does not fit profile {profile.name}: {e}") from None
+    try:
+        opened = Store.open(store)
+        meta = opened.episodes_meta()
+        opened.close()
+    except Exception as e:  # noqa: BLE001 - any open failure is a start-up error for the user
+        raise ConfigError(f"cannot open the store {store}: {e}") from None
+    if not any(m["source"] == "demo" and m["success"] for m in meta):
+        sources = sorted({m["source"] for m in meta})
+        raise ConfigError(f"store {store} has no successful demonstrations ({len(meta)} episodes, sources "
+                          f"{sources or 'none'}); collect some first: robot-rl collect --store {store}")
+
+
+def write_run_info(run_dir: Path, stages: dict | None = None, **info) -> None:
+    """Merge into RUN_DIR/run.json what the report needs beyond the session log (store, base, stage times)."""
+    path = run_dir / "run.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data.update(info)
+    data["stages"] = {**data.get("stages", {}), **(stages or {})}
+    path.write_text(json.dumps(data, indent=2))

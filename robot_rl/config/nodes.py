@@ -113,7 +113,9 @@ class PolicyParams:
     seed: int = 0
     residual: bool = False  # fine-tuning: add the learner's residual (weights on /learner/residual_weights)
     rl_preset: str = "cpu_small"  # must match the learner's, so the weights' architecture can be checked
+    residual_weights: str = ""  # deploy a fine-tuned residual: a learner checkpoint dir (or its run dir)
     explore: bool = True  # with residual: exploration noise as the learner's metadata says
+    interventions: bool = True  # HIL: while /teleop/intervening is true, the teleop command is executed instead
 
     def validate(self) -> None:
         check(self.lead_steps >= 0, f"must be >= 0, got {self.lead_steps}", "lead_steps")
@@ -127,13 +129,18 @@ class EpisodeManagerParams:
     episodes: int = 0  # stop after this many committed episodes (0 = until stopped)
     max_steps: int = 150  # control steps before an episode times out
     reset: Literal["auto", "operator"] = "auto"  # operator: wait for /episode_manager/continue between episodes
-    label: Literal["sim", "operator"] = "sim"  # who says success: sim ground truth or the operator
+    # who says success: sim ground truth, the operator, or a reward classifier (robot-rl train-reward)
+    label: Literal["sim", "operator", "classifier"] = "sim"
+    reward_checkpoint: str = ""  # label classifier: the classifier directory (robot-rl train-reward --out)
     step_timeout_s: float = 10.0  # no control step for this long -> the episode is aborted and discarded
 
     def validate(self) -> None:
         check(self.episodes >= 0, f"must be >= 0, got {self.episodes}", "episodes")
         check(self.max_steps > 0, f"must be positive, got {self.max_steps}", "max_steps")
         check(self.step_timeout_s > 0, f"must be positive, got {self.step_timeout_s}", "step_timeout_s")
+        check(self.label != "classifier" or bool(self.reward_checkpoint),
+              "label 'classifier' needs reward_checkpoint: the directory robot-rl train-reward wrote",
+              "reward_checkpoint")
 
 
 @dataclass

@@ -24,6 +24,7 @@ class ResidualCounters:
     rejected: int = 0
     last_reject_reason: str = ""
     version: int = -1
+    incarnation: float = 0.0  # the learner's start time: a restarted learner's weights supersede older ones
     step: int = 0
 
 
@@ -42,7 +43,12 @@ class ResidualRunner:
     def offer(self, data: bytes, metadata: dict) -> bool:
         """Validate and swap in new weights (newer versions only); False if rejected."""
         try:
-            if metadata.get("version", -1) <= self.counters.version and self.policy is not None:
+            try:
+                incarnation = float(metadata.get("incarnation", 0.0))
+            except (TypeError, ValueError):
+                raise WeightsRejected("metadata", "incarnation must be a number") from None
+            newer = (incarnation, metadata.get("version", -1)) > (self.counters.incarnation, self.counters.version)
+            if not newer and self.policy is not None:
                 raise WeightsRejected("metadata", f"version {metadata.get('version')} is not newer than "
                                                   f"{self.counters.version}")
             policy = policy_from_weights(data, metadata, self.expected)
@@ -55,6 +61,7 @@ class ResidualRunner:
         with self._lock:
             self.counters.accepted += 1
             self.counters.version = int(metadata["version"])
+            self.counters.incarnation = incarnation
             self.counters.step = int(metadata.get("step", 0))
         return True
 

@@ -8,16 +8,18 @@ does too. Publishes /robot/command with /policy/base_action and /policy/residual
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 import numpy as np
 from sensor_msgs.msg import JointState
-from std_msgs.msg import UInt8MultiArray
+from std_msgs.msg import Bool, UInt8MultiArray
 from std_srvs.srv import SetBool
 
 from robot_rl.config import ConfigError
 from robot_rl.control.chunking import ChunkExecutor, ObservationHistory
+from robot_rl.control.intervention import InterventionGate
 from robot_rl.data.align import AsOfAligner
 from robot_rl.data.recording import ACTION, JOINTS, observation_values, stream_max_ages
 from robot_rl.ros import convert, qos, topics
@@ -84,10 +86,19 @@ class PolicyNode(RobotRLNode):
             from robot_rl.control.residual import ResidualRunner
 
             self.residual = ResidualRunner(self.profile, self.policy.exec_horizon, p.rl_preset, p.seed)
+            if p.residual_weights:
+                self.load_residual(p.residual_weights)
             self.create_subscription(UInt8MultiArray, topics.LEARNER_WEIGHTS, self.on_weights, qos.LATCHED)
+        self.gate = None
+        if p.interventions:  # HIL: the teleop device takes over at the next tick while it intervenes
+            self.gate = InterventionGate(max_age_s=3 * self.dt)
+            self.create_subscription(JointState, topics.TELEOP_COMMAND, self.on_teleop, qos.RELIABLE)
+            self.create_subscription(Bool, topics.TELEOP_INTERVENING, lambda m: self.gate.intervening(m.data),
+                                     qos.RELIABLE)
         self.enabled = p.enabled
         self.stats = {"ticks": 0, "commands": 0, "invalid_ticks": 0, "no_action_ticks": 0, "chunks": 0}
         self.inference_ms: list[float] = []
+        self.tick_ms: list[float] = []  # observation in -> command out, per published tick
         self.request: tuple[float, dict] | None = None
         self.request_ready = threading.Condition()
         self.chunk_done = threading.Condition()
@@ -102,6 +113,8 @@ class PolicyNode(RobotRLNode):
     def on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         self.episode += 1  # the control thread starts afresh (history, chunks) at its next tick
         self.enabled = request.data
+        if self.gate is not None and request.data:
+            self.gate.reset_episode()
         response.success, response.message = True, "enabled" if request.data else "disabled"
         return response
 
@@ -125,9 +138,16 @@ class PolicyNode(RobotRLNode):
                 last = t
                 self.tick(t, wait_for_chunk=True)
 
+    def on_teleop(self, msg: JointState) -> None:
+        try:
+            self.gate.command(convert.joint_positions_from_msg(msg, self.joint_names))
+        except ValueError as e:
+            self.get_logger().warn(f"teleop command ignored: {e}", throttle_duration_sec=5.0)
+
     def tick(self, t: float, wait_for_chunk: bool) -> None:
         if not self.enabled:
             return
+        started = time.perf_counter()
         if self.tick_episode != self.episode:  # enabled anew: forget the previous episode's history
             self.tick_episode = self.episode
             self.history.reset()
@@ -142,22 +162,44 @@ class PolicyNode(RobotRLNode):
         # Lockstep: the robot waits for us, so chunks run back to back, exactly exec_horizon actions
         # each (open loop from the episode start, as in training and as the residual's phase assumes).
         lead = 0 if wait_for_chunk else self.params.lead_steps
+        waited = False
         if self.chunks.needs_chunk(t, lead):
             self.request_chunk(t, wait=wait_for_chunk)
+            waited = wait_for_chunk
         picked = self.chunks.action_at(t)
         if picked is None and wait_for_chunk:
             self.request_chunk(t, wait=True)
             picked = self.chunks.action_at(t)
+            waited = True
         if picked is None:
             self.stats["no_action_ticks"] += 1
             return
         action, phase = picked
         base = np.clip(action, self.lower, self.upper)
         residual = np.zeros_like(base)
-        if self.residual is not None:  # every tick, even when no new chunk was computed
+        human = self.gate.override() if self.gate is not None else None
+        if human is not None:  # the human drives; the residual records what they added to the base
+            residual = np.clip(human, self.lower, self.upper) - base
+        elif self.residual is not None:  # every tick, even when no new chunk was computed
             current = {k: v[-1] for k, v in self.history.window().items()}
             residual = self.residual.apply(current, base, phase, explore=self.params.explore)
         self.publish(t, base, residual)
+        if not waited:  # the control tick itself (a cached chunk), not the inference it waited for
+            self.tick_ms.append((time.perf_counter() - started) * 1e3)
+            del self.tick_ms[:-200]
+
+    def load_residual(self, path: str) -> None:
+        """A fine-tuned residual from disk (deployment, evaluation); checked like learner weights."""
+        from robot_rl.rl import read_residual_weights
+
+        where = "policy.params.residual_weights"
+        try:
+            data, meta = read_residual_weights(path)
+        except (FileNotFoundError, ValueError) as e:
+            raise ConfigError(str(e), where, self.profile.source) from None
+        if not self.residual.offer(data, meta):
+            raise ConfigError(f"{path}: {self.residual.counters.last_reject_reason}", where, self.profile.source)
+        self.get_logger().info(f"residual weights v{meta['version']} from {path}")
 
     def on_weights(self, msg: UInt8MultiArray) -> None:
         try:
@@ -213,7 +255,12 @@ class PolicyNode(RobotRLNode):
         values = {**self.stats, "enabled": str(self.enabled).lower(), "late_chunks": self.chunks.late_chunks,
                   **({f"weights_{k}": v for k, v in vars(self.residual.counters).items()} if self.residual else {}),
                   "skipped_actions": self.chunks.skipped, "inference_p50_ms": round(float(np.percentile(lat, 50)), 2),
-                  "inference_p99_ms": round(float(np.percentile(lat, 99)), 2)}
+                  "inference_p99_ms": round(float(np.percentile(lat, 99)), 2),
+                  # recent samples for session reports (latency histograms)
+                  "inference_ms": json.dumps([round(x, 2) for x in self.inference_ms]),
+                  "tick_ms": json.dumps([round(x, 3) for x in self.tick_ms]),
+                  **({"interventions": self.gate.episode_ticks, "intervention_ticks": self.gate.ticks}
+                     if self.gate is not None else {})}
         level = WARN if self.stats["invalid_ticks"] or self.stats["no_action_ticks"] else OK
         return level, "enabled" if self.enabled else "disabled", values
 

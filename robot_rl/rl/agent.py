@@ -166,10 +166,13 @@ class ResidualTD3:
             return b["reward"] + b["discount"] * q_next.min(dim=0).values
 
     def actor_objective(self, feat: torch.Tensor, base: torch.Tensor, phase: torch.Tensor):
-        """(-mean over ALL heads and the batch of Q(s, clamp(base + residual)), residual)."""
+        """(-mean over ALL heads and the batch of Q(s, clamp(base + residual)) [+ the residual_l2 penalty], residual)."""
         res = self.policy.residual(feat, base, phase)
         action = (base + res).clamp(-1.0, 1.0)
-        return -self.critic(self._critic_input(feat, base, phase, action)).mean(), res
+        loss = -self.critic(self._critic_input(feat, base, phase, action)).mean()
+        if self.cfg.residual_l2 > 0:  # relative to the residual's range, so the weight is scale-free
+            loss = loss + self.cfg.residual_l2 * (res / self.cfg.action_scale).pow(2).mean()
+        return loss, res
 
     def update(self, batch: Mapping[str, Any]) -> dict[str, float]:
         """One critic update; plus one actor update every `actor_every` critic updates once the

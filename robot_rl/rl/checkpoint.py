@@ -59,6 +59,21 @@ def _rng_json() -> dict:
             "python": {"version": version, "state": list(state), "gauss_next": gauss}}
 
 
+RESIDUAL_WEIGHTS, RESIDUAL_META = "residual.safetensors", "residual.json"
+
+
+def read_residual_weights(path: str | os.PathLike) -> tuple[bytes, dict[str, Any]]:
+    """The exported residual of a learner checkpoint (its directory, or a learner run dir holding
+    `learner/`), as the (bytes, metadata) a policy node validates like weights from the learner."""
+    path = Path(path)
+    if not (path / "state.json").exists() and (path / "learner").is_dir():
+        path = path / "learner"
+    path = _resolve(path)
+    if not (path / RESIDUAL_WEIGHTS).is_file():
+        raise FileNotFoundError(f"{path}: no {RESIDUAL_WEIGHTS} (a checkpoint from an older robot_rl?)")
+    return (path / RESIDUAL_WEIGHTS).read_bytes(), json.loads((path / RESIDUAL_META).read_text())
+
+
 def save_checkpoint(agent: ResidualTD3, path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
     """Write the learner's whole state to directory `path` atomically (temp dir, then rename)."""
     path = Path(path)
@@ -84,6 +99,9 @@ def save_checkpoint(agent: ResidualTD3, path: str | os.PathLike, extra: Mapping[
         save_file(optim, str(tmp / "optim.safetensors"))
         save_file(rng, str(tmp / "rng.safetensors"))
         (tmp / "state.json").write_text(json.dumps(state))
+        weights, meta = export_actor_weights(agent)  # what a policy node deploys (policy param residual_weights)
+        (tmp / RESIDUAL_WEIGHTS).write_bytes(weights)
+        (tmp / RESIDUAL_META).write_text(json.dumps(meta))
         for f in tmp.iterdir():
             fsync(f)
     except BaseException:

@@ -68,6 +68,7 @@ class ResidualRLConfig:
     actor_lr: float = 1e-6  # deliberately tiny
     weight_decay: float = 0.01  # AdamW
     grad_clip: float = 1.0
+    residual_l2: float = 0.0  # actor loss + residual_l2 * mean(residual^2 / action_scale^2): stay near the base
     # -- schedule ---------------------------------------------------------------------------------
     utd: int = 4  # critic updates per env step
     actor_every: int = 4  # one actor update per this many critic updates
@@ -94,7 +95,7 @@ class ResidualRLConfig:
         check(0 < self.action_scale <= 1, "must be in (0, 1]", "action_scale")
         check(1 <= self.target_subset <= self.num_critics, f"must be in [1, num_critics={self.num_critics}]",
               "target_subset")
-        for name in ("explore_std", "explore_clip", "target_noise", "target_noise_clip", "weight_decay",
+        for name in ("explore_std", "explore_clip", "target_noise", "target_noise_clip", "weight_decay", "residual_l2",
                      "warmup_env_steps", "critic_warmup_updates", "warmup_noise"):
             check(getattr(self, name) >= 0, "must be >= 0", name)
         check(0 < self.tau <= 1, "must be in (0, 1]", "tau")
@@ -121,6 +122,14 @@ PRESETS: dict[str, dict[str, Any]] = {
                          warmup_env_steps=1_000, critic_warmup_updates=1_000, online_capacity=100_000,
                          demo_capacity=50_000, encoder={"low_dim_hidden": 128, "image_size": 64,
                                                         "conv_channels": 16, "random_shift": 4}),
+    # A 2-core CPU session in minutes: proprioception + tactile only (the base already sees the cameras
+    # and its action is an input), and exploration sized for absolute joint-position actions, where the
+    # recipe's noise (0.2 of the normalised range = ~0.3 rad per step) turns the base's grasps into misses.
+    "cpu_lowdim": dict(actor_hidden=256, critic_hidden=256, num_critics=4, batch_size=128, utd=2, actor_every=2,
+                       actor_lr=3e-5, warmup_env_steps=1_000, critic_warmup_updates=1_000, warmup_noise=0.03,
+                       explore_std=0.015, explore_clip=0.05, target_noise=0.05, target_noise_clip=0.1,
+                       online_capacity=100_000, demo_capacity=50_000,
+                       encoder={"use_cameras": False, "low_dim_hidden": 128}),
     # Unit tests and smoke runs: seconds, not hours.
     "tiny": dict(actor_hidden=64, actor_layers=2, critic_hidden=64, num_critics=4, batch_size=64,
                     warmup_env_steps=100, critic_warmup_updates=100, online_capacity=10_000, demo_capacity=10_000,

@@ -55,6 +55,9 @@ class Learner:
         if self.resumed:  # rebuild the buffers without counting those env steps twice
             self.feeder.poll(limit=self.agent.counters["episodes_ingested"])
         self.metrics: dict[str, float] = {}
+        # A restarted learner resumes from its last checkpoint, which may be older than the last
+        # weights it published: the incarnation (start time) orders its weights after the old ones.
+        self.incarnation = time.time()
         self.last_checkpoint = time.monotonic()
         self.started = time.monotonic()
 
@@ -71,7 +74,8 @@ class Learner:
         return done
 
     def weights(self) -> tuple[bytes, dict[str, Any]]:
-        return export_actor_weights(self.agent)
+        data, meta = export_actor_weights(self.agent)
+        return data, {**meta, "incarnation": self.incarnation}
 
     def checkpoint(self) -> Path:
         self.last_checkpoint = time.monotonic()

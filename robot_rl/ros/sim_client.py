@@ -37,6 +37,8 @@ class RobotClient:
         self.watched = self.probe.watch_profile(profile)
         self.probe.watch(topics.DIAGNOSTICS, DiagnosticArray, qos.RELIABLE)
         node = self.probe.node
+        self._node_diagnostics: dict[str, dict[str, str]] = {}  # newest key/values per node
+        node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diagnostics, qos.RELIABLE)
         self.command_pub = node.create_publisher(JointState, topics.ROBOT_COMMAND, qos.COMMAND)
         self.reset_client = node.create_client(Trigger, topics.ROBOT_RESET)
         self.estop_client = node.create_client(SetBool, topics.ROBOT_ESTOP)
@@ -114,6 +116,14 @@ class RobotClient:
             raise TimeoutError(f"no /diagnostics from {node} within {timeout} s")
         status = next(s for s in self.probe.latest(topics.DIAGNOSTICS).msg.status if node in s.name)
         return {kv.key: kv.value for kv in status.values}
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            self._node_diagnostics[status.name.rsplit("/", 1)[-1]] = {kv.key: kv.value for kv in status.values}
+
+    def latest_diagnostics(self, node: str) -> dict[str, str]:
+        """`node`'s newest /diagnostics key/values without waiting ({} if none arrived yet)."""
+        return dict(self._node_diagnostics.get(node, {}))
 
     def run_expert_episode(self, expert, seed: int, max_steps: int = 150) -> dict:
         """Reset, then let the scripted expert act at the control rate until success or max_steps."""

@@ -1,0 +1,195 @@
+"""In-process residual fine-tuning on SimRobot (no ROS), for hyperparameter and budget studies.
+
+The same agent, replay buffers, demo relabelling and update-to-data schedule as the learner node,
+with rollouts and updates interleaved in one process, so a configuration can be tried in minutes
+before a real session through the ROS graph (`robot-rl finetune`). Rollouts mirror the policy node:
+the base's chunk is executed open loop with the residual added at every tick, the command clipped to
+the joint limits; periodic deterministic evaluations on fixed layouts give the learning curve.
+
+    python -m robot_rl.rl.sim_finetune --base runs/bc/final --store data/sim.zarr --env-steps 30000 \
+        --preset cpu_small --set use_cameras=false --out runs/rl_study.jsonl
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robot_rl.policies.sim_eval import observe
+from robot_rl.rl.agent import ResidualTD3
+from robot_rl.rl.feed import StoreFeeder, agent_from_store, make_buffers
+from robot_rl.rl.learner import base_action_fn_for
+from robot_rl.stats import wilson
+
+
+def rollout(robot, profile, base, agent: ResidualTD3, seed: int, *, max_steps: int, explore: bool,
+            lower: np.ndarray, upper: np.ndarray, residual: bool = True) -> dict:
+    """One episode of base + residual; returns the arrays the learner would read from the store."""
+    robot.reset(seed)
+    n_sub = max(1, int(round(robot.control_dt / robot.physics_dt)))
+    history: deque = deque(maxlen=base.obs_horizon)
+    queue: list[np.ndarray] = []
+    chunks = 0
+    obs_keys = list(agent.obs_spec)
+    steps: dict[str, list] = {k: [] for k in (*obs_keys, "base", "action", "phase")}
+    success = False
+    half = agent.policy.action_norm.half_range.cpu().numpy()
+    for _ in range(max_steps):
+        obs = observe(robot, profile)
+        history.append({k: obs[k] for k in base.obs_keys})
+        while len(history) < base.obs_horizon:
+            history.appendleft(history[0])
+        if not queue:
+            window = {k: np.stack([h[k] for h in history]) for k in base.obs_keys}
+            queue = list(base.predict(window, seed=seed * 1000 + chunks)[:base.exec_horizon])
+            chunks += 1
+        phase = base.exec_horizon - len(queue)
+        act = np.asarray(queue.pop(0), dtype=np.float64)
+        res = np.zeros_like(act)
+        if residual:
+            out = agent.policy_step({k: obs[k][None] for k in obs_keys}, act[None].astype(np.float32),
+                                    torch.tensor([phase]), explore=explore)
+            res = out.residual_normalized[0].cpu().numpy() * half
+        command = np.clip(act + res, lower, upper)
+        for k in obs_keys:
+            steps[k].append(obs[k])
+        steps["base"].append(act)
+        steps["action"].append(command)
+        steps["phase"].append(phase)
+        robot.set_target(command)
+        robot.step_physics(n_sub)
+        if robot.success():
+            success = True
+            break
+    ep = {k: np.stack(v) for k, v in steps.items()}
+    ep["success"] = success
+    return ep
+
+
+def add_rollout(agent: ResidualTD3, online, ep: dict) -> None:
+    norm = agent.policy.action_norm
+    reward = np.zeros(len(ep["action"]), np.float32)
+    reward[-1] = float(ep["success"])
+    online.add_episode({k: ep[k] for k in agent.obs_spec}, norm.normalize_np(ep["base"]),
+                       norm.normalize_np(ep["action"]), reward, terminal=bool(ep["success"]), phase=ep["phase"])
+    agent.record_env_steps(len(reward), 1)
+
+
+def evaluate(robot, profile, base, agent, episodes: int, seed: int, max_steps: int, lower, upper,
+             residual: bool = True) -> list[bool]:
+    return [rollout(robot, profile, base, agent, seed + i, max_steps=max_steps, explore=False, lower=lower,
+                    upper=upper, residual=residual)["success"] for i in range(episodes)]
+
+
+def study(base_dir: Path, store_path: Path, cfg, *, env_steps: int, eval_every: int, eval_episodes: int,
+          max_steps: int = 150, out: Path | None = None, profile_name: str = "sim", seed: int = 0,
+          eval_base: bool = False) -> list[dict]:
+    from tqdm import tqdm
+
+    from robot_rl.config import load_profile
+    from robot_rl.data.store import Store
+    from robot_rl.policies.policy import load_policy
+    from robot_rl.sim import SimRobot
+
+    profile = load_profile(profile_name)
+    base = load_policy(base_dir, profile)
+    cfg = cfg.replace(chunk_length=base.exec_horizon, base_obs_horizon=base.obs_horizon, seed=seed)
+    store = Store.open(store_path)
+    agent = agent_from_store(store, cfg)
+    online, demo = make_buffers(agent)
+    StoreFeeder(store, agent, online, demo, base_action_fn=base_action_fn_for(base),
+                base_hash=base.checkpoint_hash).poll()
+    lower = np.array([j.lower for j in profile.robot.joints])
+    upper = np.array([j.upper for j in profile.robot.joints])
+    log = open(out, "a") if out else None
+    curve: list[dict] = []
+    start = time.monotonic()
+    window: deque = deque(maxlen=20)
+
+    def record(row: dict) -> None:
+        row.update(wall_s=round(time.monotonic() - start, 1), env_steps=agent.env_steps,
+                   critic_updates=agent.critic_updates, actor_updates=agent.actor_updates)
+        curve.append(row)
+        if log:
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+
+    eval_seed = 100_000  # layouts never used for training episodes
+    with SimRobot(profile, seed=seed, render=True) as robot:
+        if eval_base:
+            wins = evaluate(robot, profile, base, agent, eval_episodes, eval_seed, max_steps, lower, upper, False)
+            record({"kind": "eval_base", "success": sum(wins), "episodes": len(wins)})
+        bar = tqdm(total=env_steps, unit="step", dynamic_ncols=True)
+        next_eval, episode, metrics = 0, 0, {}
+        while agent.env_steps < env_steps:
+            if agent.env_steps >= next_eval:
+                wins = evaluate(robot, profile, base, agent, eval_episodes, eval_seed, max_steps, lower, upper)
+                lo, hi = wilson(sum(wins), len(wins))
+                record({"kind": "eval", "success": sum(wins), "episodes": len(wins), "ci95": [lo, hi],
+                        **{k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}})
+                bar.write(f"env step {agent.env_steps}: eval {sum(wins)}/{len(wins)}")
+                next_eval += eval_every
+            ep = rollout(robot, profile, base, agent, seed * 1_000_000 + episode, max_steps=max_steps,
+                         explore=True, lower=lower, upper=upper)
+            episode += 1
+            add_rollout(agent, online, ep)
+            window.append(ep["success"])
+            for m in agent.run_updates(online, demo):
+                metrics = m
+            bar.update(len(ep["action"]))
+            bar.set_postfix(train=f"{sum(window)}/{len(window)}", updates=agent.critic_updates,
+                            q=f"{metrics.get('q_mean', 0):.3f}")
+        wins = evaluate(robot, profile, base, agent, eval_episodes, eval_seed, max_steps, lower, upper)
+        record({"kind": "eval", "success": sum(wins), "episodes": len(wins), "ci95": list(wilson(sum(wins), len(wins)))})
+        bar.close()
+    store.close()
+    if log:
+        log.close()
+    return curve
+
+
+def main(argv: list[str] | None = None) -> int:
+    from robot_rl.rl.config import preset
+    from robot_rl.rl.cpu import configure_cpu
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--base", type=Path, required=True)
+    p.add_argument("--store", type=Path, required=True)
+    p.add_argument("--preset", default="cpu_small")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="config override (encoder fields: encoder.FIELD=VALUE); values parsed as JSON")
+    p.add_argument("--env-steps", type=int, default=20_000)
+    p.add_argument("--eval-every", type=int, default=2_000)
+    p.add_argument("--eval-episodes", type=int, default=50)
+    p.add_argument("--eval-base", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path)
+    args = p.parse_args(argv)
+    overrides: dict = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        target = overrides
+        *parents, leaf = key.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = parsed
+    configure_cpu(threads=args.threads)
+    cfg = preset(args.preset, **overrides)
+    curve = study(args.base, args.store, cfg, env_steps=args.env_steps, eval_every=args.eval_every,
+                  eval_episodes=args.eval_episodes, out=args.out, seed=args.seed, eval_base=args.eval_base)
+    print(json.dumps(curve[-1]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

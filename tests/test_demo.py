@@ -1,0 +1,71 @@
+"""`robot-rl demo` end to end at a tiny budget, through the real ROS graph: interrupted with Ctrl-C
+(SIGINT) in the fine-tuning stage it leaves no stray node process and a store that passes its check;
+`--resume` finishes the remaining stages and the summary agrees with the store."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from robot_rl.data.store import Store
+from robot_rl.data.store_check import check
+from robot_rl.stats import wilson
+
+
+def _stray(marker: str) -> list[str]:
+    """Command lines of processes (other than pytest) that mention `marker` (the test's tmp dir)."""
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()[1:]
+    return [line for line in out if marker in line and str(os.getpid()) != line.split()[0]
+            and "pytest" not in line and " ps " not in line]
+
+
+@pytest.mark.timeout(900)
+def test_demo_interrupted_then_resumed(tmp_path, ros_domain):
+    run = tmp_path / "demo"
+    argv = [sys.executable, "-m", "robot_rl.cli.main", "demo", "--run-dir", str(run), "--demos", "4",
+            "--base-steps", "20", "--eval-episodes", "3", "--finetune-minutes", "1.5", "--preset", "tiny"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    deadline = time.monotonic() + 600
+    for line in proc.stdout:  # wait for the fine-tuning session to be under way
+        lines.append(line)
+        if "residual RL fine-tuning session" in line or time.monotonic() > deadline:
+            break
+    time.sleep(25)  # nodes up, a few episodes recorded
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=120)
+    out = "".join(lines) + rest
+    assert proc.returncode == 130, out[-3000:]
+    assert "--resume" in out
+    time.sleep(1.0)
+    assert _stray(str(tmp_path)) == [], out[-2000:]
+    store = run / "demos.zarr"
+    assert check(store) == []
+    info = json.loads((run / "run.json").read_text())
+    assert {"collect", "train_base", "eval_base"} <= set(info["done"]) and "finetune" not in info["done"]
+
+    result = subprocess.run([sys.executable, "-m", "robot_rl.cli.main", "demo", "--resume", str(run)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "done earlier, skipped" in result.stdout and "demo summary" in result.stdout
+    assert _stray(str(tmp_path)) == []
+    assert check(store) == []
+    summary = json.loads((run / "summary.json").read_text())
+    assert (run / "report.html").is_file()
+    for name in ("base", "final"):
+        evaluation = json.loads((run / f"eval_{name if name == 'base' else 'final'}.json").read_text())["summary"]
+        assert summary[name]["successes"] == evaluation["successes"] and summary[name]["episodes"] == 3
+
+    # the session's success rate, recomputed from the store's committed rollouts of this session
+    events = [json.loads(x) for x in (run / "session.jsonl").read_text().splitlines()]
+    indices = [e["index"] for e in events if e["event"] == "episode_done"]
+    assert indices, "no fine-tuning episode completed"
+    meta = {m["index"]: m for m in Store.open(store).episodes_meta()}
+    assert all(meta[i]["source"] in ("rollout", "intervention") for i in indices)
+    wins = sum(meta[i]["success"] for i in indices)
+    assert summary["session"]["episodes"] == len(indices) and summary["session"]["successes"] == wins
+    assert summary["session"]["ci95"] == pytest.approx(list(wilson(wins, len(indices))), abs=1e-3)
+    assert summary["store_check"]["match"] is True
