@@ -382,3 +382,20 @@ def test_episode_manager_labels_with_the_classifier_through_ros(trained, tmp_pat
         assert runner.stop() == 0
     meta = Store.open(store).episodes_meta()
     assert [m["success"] for m in meta] == [e["success"] for e in done]
+
+
+def test_finetune_refuses_a_classifier_of_another_setup_before_starting(trained, tmp_path, capsys):
+    from robot_rl.cli.main import main
+
+    base = tiny_checkpoints(tmp_path / "base", PROFILE)["bc"]
+    store = tmp_path / "demos.zarr"
+    write_episodes(PROFILE, store, "demo", 2)
+    data = yaml.safe_load(open(PROFILE.source))
+    data["name"] = "sim_b"  # the same robot under another setup name: the base fits, the classifier does not
+    other = tmp_path / "sim_b.yaml"
+    other.write_text(yaml.safe_dump(data))
+    code = main(["finetune", "--profile", str(other), "--base", str(base), "--store", str(store), "--preset", "tiny",
+                 "--episodes", "1", "--reward", str(trained["dir"]), "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "does not fit profile sim_b" in err and "train-reward" in err, err
+    assert not (tmp_path / "run" / "graph.log").exists()

@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, default=150, help="control steps per episode")
     p.add_argument("--clock", choices=["lockstep", "realtime"], default="lockstep")
     p.add_argument("--log", type=Path, default=None, help="node logs go here instead of RUN_DIR/graph.log")
+    p.add_argument("--reward", type=Path, default=None,
+                   help="label episodes with this reward classifier (robot-rl train-reward) instead of the sim")
     p.add_argument("--no-report", action="store_true", help="skip the HTML session report at the end")
     p.set_defaults(func=run_finetune)
 
@@ -55,7 +57,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         raise ConfigError(f"store {args.store} does not exist; collect demonstrations first (robot-rl collect)")
     if not (args.episodes or args.env_steps or args.minutes):
         raise ConfigError("give a budget: --episodes, --env-steps or --minutes")
-    preflight(profile, args.base, args.store)
+    preflight(profile, args.base, args.store, args.reward)
     run_dir = args.run_dir or Path("runs") / time.strftime("finetune-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     base, store = str(args.base.resolve()), str(args.store.resolve())
@@ -63,7 +65,9 @@ def run_finetune(args: argparse.Namespace) -> int:
         node_named(profile, "policy_node"): {"checkpoint": base, "residual": "true", "rl_preset": args.preset,
                                              "tick": "observation" if args.clock == "lockstep" else "timer"},
         node_named(profile, "recorder_node"): {"store": store, "mode": "rollout", "base_checkpoint": base},
-        node_named(profile, "episode_manager_node"): {"episodes": str(args.episodes), "max_steps": str(args.max_steps)},
+        node_named(profile, "episode_manager_node"): {
+            "episodes": str(args.episodes), "max_steps": str(args.max_steps),
+            **({"label": "classifier", "reward_checkpoint": str(args.reward.resolve())} if args.reward else {})},
         node_named(profile, "learner_node"): {"store": store, "base_checkpoint": base, "preset": args.preset,
                                               "run_dir": str((run_dir / "learner_run").resolve())},
     }
@@ -130,7 +134,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     return code
 
 
-def preflight(profile, base: Path, store: Path) -> None:
+def preflight(profile, base: Path, store: Path, reward: Path | None = None) -> None:
     """What would make the nodes fail at start, checked before any process is launched."""
     from robot_rl.data.store import Store
     from robot_rl.policies.checkpoint import load_checkpoint
@@ -150,6 +154,14 @@ def preflight(profile, base: Path, store: Path) -> None:
         sources = sorted({m["source"] for m in meta})
         raise ConfigError(f"store {store} has no successful demonstrations ({len(meta)} episodes, sources "
                           f"{sources or 'none'}); collect some first: robot-rl collect --store {store}")
+    if reward is not None:
+        from robot_rl.reward.checkpoint import RewardClassifierError, read_config
+        from robot_rl.reward.checkpoint import check_profile as check_classifier
+
+        try:
+            check_classifier(read_config(reward), profile, reward)
+        except (RewardClassifierError, FileNotFoundError, ValueError) as e:
+            raise ConfigError(str(e)) from None
 
 
 def write_run_info(run_dir: Path, stages: dict | None = None, **info) -> None:
