@@ -123,10 +123,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                          demo_capacity=50_000, encoder={"low_dim_hidden": 128, "image_size": 64,
                                                         "conv_channels": 16, "random_shift": 4}),
     # A 2-core CPU session in minutes: proprioception + tactile only (the base already sees the cameras
-    # and its action is an input), and exploration sized for absolute joint-position actions, where the
-    # recipe's noise (0.2 of the normalised range = ~0.3 rad per step) turns the base's grasps into misses.
+    # and its action is an input), and exploration and residual range sized for absolute joint-position
+    # actions, where the recipe's noise (0.2 of the normalised range = ~0.3 rad per step) turns the
+    # base's grasps into misses and a residual at its 0.1 bound (where the actor drives it within a few
+    # thousand updates) costs most of the base's successes (docs/residual_rl.md, "Measured").
     "cpu_lowdim": dict(actor_hidden=256, critic_hidden=256, num_critics=4, batch_size=128, utd=2, actor_every=2,
-                       actor_lr=3e-5, warmup_env_steps=1_000, critic_warmup_updates=1_000, warmup_noise=0.03,
+                       action_scale=0.03, actor_lr=1e-5, warmup_env_steps=1_000, critic_warmup_updates=1_000, warmup_noise=0.03,
                        explore_std=0.015, explore_clip=0.05, target_noise=0.05, target_noise_clip=0.1,
                        online_capacity=100_000, demo_capacity=50_000,
                        encoder={"use_cameras": False, "low_dim_hidden": 128}),
