@@ -16,6 +16,9 @@ from pathlib import Path
 from robot_rl.config import ConfigError, load_profile
 
 
+SAMPLE_KEYS = ("inference_ms", "tick_ms")  # policy diagnostics that carry each latency sample once
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="residual RL fine-tuning session (policy + recorder + episode manager + learner)")
     p.add_argument("--base", type=Path, required=True, help="base policy checkpoint directory")
@@ -88,6 +91,7 @@ def run_finetune(args: argparse.Namespace) -> int:
                                           qos.RELIABLE)
     start = time.monotonic()
     episodes, steps, successes, window = 0, 0, 0, []
+    seen: dict[str, int | None] = {}
     code = 0
     try:
         bar = tqdm(total=args.episodes or None, unit="episode", dynamic_ncols=True)
@@ -110,6 +114,10 @@ def run_finetune(args: argparse.Namespace) -> int:
                 window = (window + [event["success"]])[-20:]
                 for role, name in names.items():  # what the report plots per episode (newest, <= 1 s old)
                     event[role] = client.latest_diagnostics(name)
+                    if seen.get(name) == client.diagnostics_count.get(name):  # attached to an earlier episode
+                        for key in SAMPLE_KEYS:
+                            event[role].pop(key, None)
+                    seen[name] = client.diagnostics_count.get(name)
                 learner = event["learner"]
                 bar.update(1)
                 bar.set_postfix(env_steps=steps, success_last20=f"{sum(window)}/{len(window)}",

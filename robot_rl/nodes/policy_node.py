@@ -99,6 +99,7 @@ class PolicyNode(RobotRLNode):
         self.stats = {"ticks": 0, "commands": 0, "invalid_ticks": 0, "no_action_ticks": 0, "chunks": 0}
         self.inference_ms: list[float] = []
         self.tick_ms: list[float] = []  # observation in -> command out, per published tick
+        self.new_samples: dict[str, list[float]] = {"inference_ms": [], "tick_ms": []}  # since the last /diagnostics
         self.request: tuple[float, dict] | None = None
         self.request_ready = threading.Condition()
         self.chunk_done = threading.Condition()
@@ -187,6 +188,7 @@ class PolicyNode(RobotRLNode):
         if not waited:  # the control tick itself (a cached chunk), not the inference it waited for
             self.tick_ms.append((time.perf_counter() - started) * 1e3)
             del self.tick_ms[:-200]
+            self.new_samples["tick_ms"].append(self.tick_ms[-1])
 
     def load_residual(self, path: str) -> None:
         """A fine-tuned residual from disk (deployment, evaluation); checked like learner weights."""
@@ -242,6 +244,7 @@ class PolicyNode(RobotRLNode):
             actions = self.policy.predict(window, seed=self.params.seed + self.stats["chunks"])
             self.inference_ms.append((time.perf_counter() - start) * 1e3)
             del self.inference_ms[:-200]
+            self.new_samples["inference_ms"].append(self.inference_ms[-1])
             now = t_obs if self.params.tick == "observation" else time.time()
             if episode == self.episode:  # a chunk for an episode that was reset meanwhile is dropped
                 self.chunks.add(t_obs, actions, now)
@@ -250,15 +253,18 @@ class PolicyNode(RobotRLNode):
                 self.request = None
                 self.chunk_done.notify_all()
 
+    def _take(self, key: str) -> list[float]:
+        taken, self.new_samples[key] = self.new_samples[key], []  # a sample racing the swap may be lost, never sent twice
+        return taken
+
     def diagnostics(self):
         lat = np.asarray(self.inference_ms) if self.inference_ms else np.zeros(1)
         values = {**self.stats, "enabled": str(self.enabled).lower(), "late_chunks": self.chunks.late_chunks,
                   **({f"weights_{k}": v for k, v in vars(self.residual.counters).items()} if self.residual else {}),
                   "skipped_actions": self.chunks.skipped, "inference_p50_ms": round(float(np.percentile(lat, 50)), 2),
                   "inference_p99_ms": round(float(np.percentile(lat, 99)), 2),
-                  # recent samples for session reports (latency histograms)
-                  "inference_ms": json.dumps([round(x, 2) for x in self.inference_ms]),
-                  "tick_ms": json.dumps([round(x, 3) for x in self.tick_ms]),
+                  # every sample since the previous message, once (session reports' latency histograms)
+                  **{k: json.dumps([round(x, 3) for x in self._take(k)[-500:]]) for k in self.new_samples},
                   **({"interventions": self.gate.episode_ticks, "intervention_ticks": self.gate.ticks}
                      if self.gate is not None else {})}
         level = WARN if self.stats["invalid_ticks"] or self.stats["no_action_ticks"] else OK

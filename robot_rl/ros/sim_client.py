@@ -38,6 +38,7 @@ class RobotClient:
         self.probe.watch(topics.DIAGNOSTICS, DiagnosticArray, qos.RELIABLE)
         node = self.probe.node
         self._node_diagnostics: dict[str, dict[str, str]] = {}  # newest key/values per node
+        self.diagnostics_count: dict[str, int] = {}  # messages seen per node (tells a new one from a re-read)
         node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diagnostics, qos.RELIABLE)
         self.command_pub = node.create_publisher(JointState, topics.ROBOT_COMMAND, qos.COMMAND)
         self.reset_client = node.create_client(Trigger, topics.ROBOT_RESET)
@@ -119,7 +120,9 @@ class RobotClient:
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
-            self._node_diagnostics[status.name.rsplit("/", 1)[-1]] = {kv.key: kv.value for kv in status.values}
+            node = status.name.rsplit("/", 1)[-1]
+            self._node_diagnostics[node] = {kv.key: kv.value for kv in status.values}
+            self.diagnostics_count[node] = self.diagnostics_count.get(node, 0) + 1
 
     def latest_diagnostics(self, node: str) -> dict[str, str]:
         """`node`'s newest /diagnostics key/values without waiting ({} if none arrived yet)."""
