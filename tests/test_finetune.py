@@ -165,7 +165,8 @@ def test_teleop_intervention_takes_over_and_is_recorded_as_such(tmp_path, ros_do
     run = tmp_path / "run"
     result = subprocess.run([sys.executable, "-m", "robot_rl.cli.main", "finetune", "--profile", str(profile),
                              "--base", str(base), "--store", str(store), "--preset", "tiny", "--episodes", "3",
-                             "--max-steps", "150", "--run-dir", str(run), "--no-report"],
+                             "--max-steps", "150", "--run-dir", str(run), "--no-report",
+                             "--clock", "realtime"],  # the closed-loop expert acts at the control rate, as a human
                             capture_output=True, text=True, timeout=540)
     log = (run / "graph.log").read_text() if (run / "graph.log").exists() else ""
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:] + log[-3000:]

@@ -89,7 +89,7 @@ def run_demo(args: argparse.Namespace) -> int:
           "--minutes", str(ft_minutes), "--run-dir", str(run_dir), "--no-report", "--log", str(log)]),
         ("eval_final", f"evaluate base + residual ({episodes} episodes)", True,
          ["eval", "--profile", profile, "--checkpoint", str(base), "--residual", str(learner),
-          "--rl-preset", preset, "--episodes", str(episodes), "--out", str(run_dir / "eval_final.json"),
+          "--episodes", str(episodes), "--out", str(run_dir / "eval_final.json"),
           "--log", str(log)]),
     ]
     print(f"== robot_rl demo on profile {profile}: run dir {run_dir}"

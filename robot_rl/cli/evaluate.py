@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -21,7 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1000, help="sim layout seed (same seed = same layouts)")
     p.add_argument("--residual", type=Path, default=None,
                    help="add a fine-tuned residual: a learner checkpoint (RUN_DIR/learner_run of robot-rl finetune)")
-    p.add_argument("--rl-preset", default="cpu_small", help="the residual's preset (as used by the learner)")
     p.add_argument("--out", type=Path, help="write the per-episode results and summary as JSON here")
     p.add_argument("--log", type=Path, help="node logs go here instead of the terminal")
     p.set_defaults(func=run_eval)
@@ -48,9 +48,10 @@ def run_eval(args: argparse.Namespace) -> int:
     lockstep = args.clock == "lockstep"
     overrides = {sim.name: {"clock": args.clock, "seed": str(args.seed)},
                  policy.name: {"checkpoint": str(args.checkpoint.resolve()), "tick": "observation" if lockstep else "timer"}}
-    if args.residual is not None:  # base + the fine-tuned residual, without exploration
+    if args.residual is not None:  # base + the fine-tuned residual (its learner's own config), no exploration
+        rl_config = residual_config(args.residual)
         overrides[policy.name].update(residual="true", residual_weights=str(args.residual.resolve()), explore="false",
-                                      rl_preset=args.rl_preset)
+                                      rl_config=str(rl_config))
     runner = GraphRunner(profile, mode="deploy", overrides=overrides, log_path=args.log).start()
     client = RobotClient.open(profile, "eval_client")
     enable = client.probe.node.create_client(SetBool, topics.POLICY_ENABLE)
@@ -79,6 +80,8 @@ def run_eval(args: argparse.Namespace) -> int:
     finally:
         client.close()
         code = runner.stop()
+        if args.residual is not None:
+            rl_config.unlink(missing_ok=True)
     wins = sum(r["success"] for r in results)
     lo, hi = wilson(wins, len(results))
     summary = {"checkpoint": str(args.checkpoint), "residual": str(args.residual or ""), "episodes": len(results), "successes": wins,
@@ -91,6 +94,24 @@ def run_eval(args: argparse.Namespace) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"summary": summary, "results": results}, indent=2))
     return code
+
+
+def residual_config(learner: Path) -> Path:
+    """The residual RL config a learner checkpoint was trained with, as a file the policy node reads."""
+    import tempfile
+
+    from robot_rl.rl.checkpoint import resolve_learner_checkpoint
+
+    try:
+        state = json.loads((resolve_learner_checkpoint(learner) / "state.json").read_text())
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"--residual {learner}: {e}") from None
+    import yaml
+
+    fd, path = tempfile.mkstemp(prefix="residual_config_", suffix=".yaml")
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(state["config"], f)  # not JSON: YAML 1.1 reads JSON's 1e-06 as a string
+    return Path(path)
 
 
 def run_episode(client, enable, max_steps: int, rate_hz: float, lockstep: bool) -> dict:

@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base", type=Path, required=True, help="base policy checkpoint directory")
     p.add_argument("--store", type=Path, required=True, help="store with demonstrations; rollouts are appended")
     p.add_argument("--profile", default="sim")
-    p.add_argument("--preset", default="cpu_small", help="residual RL preset: recipe | cpu_small | tiny")
+    p.add_argument("--preset", default="cpu_small", help="residual RL preset: recipe | cpu_small | cpu_lowdim | tiny")
+    p.add_argument("--rl-config", type=Path, default=None,
+                   help="YAML of residual RL settings (`preset:` + field overrides); its preset replaces --preset")
     p.add_argument("--run-dir", type=Path, default=None, help="learner checkpoints and the session log")
     p.add_argument("--episodes", type=int, default=0, help="stop after this many episodes (0: no limit)")
     p.add_argument("--env-steps", type=int, default=0, help="stop after this many environment steps (0: no limit)")
@@ -61,18 +63,26 @@ def run_finetune(args: argparse.Namespace) -> int:
     if not (args.episodes or args.env_steps or args.minutes):
         raise ConfigError("give a budget: --episodes, --env-steps or --minutes")
     preflight(profile, args.base, args.store, args.reward)
+    if args.rl_config is not None:  # learner and policy node both read the file
+        from robot_rl.config.typed import load_yaml
+        from robot_rl.rl.config import load_config
+
+        load_config(args.rl_config)  # errors name the file and field, before anything starts
+        args.preset = (load_yaml(args.rl_config) or {}).get("preset", "recipe")
     run_dir = args.run_dir or Path("runs") / time.strftime("finetune-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     base, store = str(args.base.resolve()), str(args.store.resolve())
     overrides = {
         node_named(profile, "policy_node"): {"checkpoint": base, "residual": "true", "rl_preset": args.preset,
+                                             **({"rl_config": str(args.rl_config.resolve())} if args.rl_config else {}),
                                              "tick": "observation" if args.clock == "lockstep" else "timer"},
         node_named(profile, "recorder_node"): {"store": store, "mode": "rollout", "base_checkpoint": base},
         node_named(profile, "episode_manager_node"): {
             "episodes": str(args.episodes), "max_steps": str(args.max_steps),
             **({"label": "classifier", "reward_checkpoint": str(args.reward.resolve())} if args.reward else {})},
         node_named(profile, "learner_node"): {"store": store, "base_checkpoint": base, "preset": args.preset,
-                                              "run_dir": str((run_dir / "learner_run").resolve())},
+                                              "run_dir": str((run_dir / "learner_run").resolve()),
+                                              **({"config": str(args.rl_config.resolve())} if args.rl_config else {})},
     }
     if profile.sim is not None:
         overrides[node_named(profile, "sim_robot_node")] = {"clock": args.clock}

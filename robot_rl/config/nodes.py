@@ -113,6 +113,7 @@ class PolicyParams:
     seed: int = 0
     residual: bool = False  # fine-tuning: add the learner's residual (weights on /learner/residual_weights)
     rl_preset: str = "cpu_small"  # must match the learner's, so the weights' architecture can be checked
+    rl_config: str = ""  # or the learner's YAML config (preset + overrides); it replaces rl_preset
     residual_weights: str = ""  # deploy a fine-tuned residual: a learner checkpoint dir (or its run dir)
     explore: bool = True  # with residual: exploration noise as the learner's metadata says
     interventions: bool = True  # HIL: while /teleop/intervening is true, the teleop command is executed instead

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from robot_rl.data.recording import store_layout
-from robot_rl.rl import WeightsRejected, architecture, policy_from_weights, preset
+from robot_rl.rl import WeightsRejected, architecture, load_config, policy_from_weights, preset
 from robot_rl.rl.encoder import obs_spec_from_keys
 
 
@@ -29,8 +29,9 @@ class ResidualCounters:
 
 
 class ResidualRunner:
-    def __init__(self, profile, chunk_length: int, rl_preset: str, seed: int = 0):
-        cfg = preset(rl_preset, chunk_length=chunk_length)
+    def __init__(self, profile, chunk_length: int, rl_preset: str, seed: int = 0, rl_config: str = ""):
+        cfg = load_config(rl_config).replace(chunk_length=chunk_length) if rl_config else \
+            preset(rl_preset, chunk_length=chunk_length)
         keys, _ = store_layout(profile)
         self.expected = architecture(cfg, obs_spec_from_keys(keys, cfg.encoder), len(profile.robot.joints))
         self.policy = None

@@ -85,7 +85,11 @@ class PolicyNode(RobotRLNode):
         if p.residual:
             from robot_rl.control.residual import ResidualRunner
 
-            self.residual = ResidualRunner(self.profile, self.policy.exec_horizon, p.rl_preset, p.seed)
+            try:
+                self.residual = ResidualRunner(self.profile, self.policy.exec_horizon, p.rl_preset, p.seed,
+                                               rl_config=p.rl_config)
+            except ConfigError as e:
+                raise ConfigError(str(e), "policy.params.rl_config", self.profile.source) from None
             if p.residual_weights:
                 self.load_residual(p.residual_weights)
             self.create_subscription(UInt8MultiArray, topics.LEARNER_WEIGHTS, self.on_weights, qos.LATCHED)

@@ -62,13 +62,18 @@ def _rng_json() -> dict:
 RESIDUAL_WEIGHTS, RESIDUAL_META = "residual.safetensors", "residual.json"
 
 
-def read_residual_weights(path: str | os.PathLike) -> tuple[bytes, dict[str, Any]]:
-    """The exported residual of a learner checkpoint (its directory, or a learner run dir holding
-    `learner/`), as the (bytes, metadata) a policy node validates like weights from the learner."""
+def resolve_learner_checkpoint(path: str | os.PathLike) -> Path:
+    """A learner checkpoint directory from itself or from a learner run dir holding `learner/`."""
     path = Path(path)
     if not (path / "state.json").exists() and (path / "learner").is_dir():
         path = path / "learner"
-    path = _resolve(path)
+    return _resolve(path)
+
+
+def read_residual_weights(path: str | os.PathLike) -> tuple[bytes, dict[str, Any]]:
+    """The exported residual of a learner checkpoint (its directory, or a learner run dir holding
+    `learner/`), as the (bytes, metadata) a policy node validates like weights from the learner."""
+    path = resolve_learner_checkpoint(path)
     if not (path / RESIDUAL_WEIGHTS).is_file():
         raise FileNotFoundError(f"{path}: no {RESIDUAL_WEIGHTS} (a checkpoint from an older robot_rl?)")
     return (path / RESIDUAL_WEIGHTS).read_bytes(), json.loads((path / RESIDUAL_META).read_text())

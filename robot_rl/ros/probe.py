@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 import rclpy
+from rclpy.signals import SignalHandlerOptions
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -36,7 +37,9 @@ class TopicProbe:
     def __init__(self, name: str = "robot_rl_probe", keep: int = 20000, context=None):
         configure_ros_environment()
         if context is None and not rclpy.ok():
-            rclpy.init()
+            # Ctrl-C must reach the CLI as KeyboardInterrupt (its finally stops the graph); rclpy's own
+            # handler would only shut the context down and leave the command waiting for messages.
+            rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
         self.node: Node = rclpy.create_node(name, context=context)
         self.arrivals: dict[str, deque[Arrival]] = defaultdict(lambda: deque(maxlen=keep))
         self.counts: dict[str, int] = defaultdict(int)

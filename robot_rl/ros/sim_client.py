@@ -20,11 +20,14 @@ class RobotClient:
     def open(cls, profile: Profile, name: str) -> "RobotClient":
         """A client in this process's default ROS context (initialised here, shut down by close())."""
         import rclpy
+        from rclpy.signals import SignalHandlerOptions
 
         from robot_rl.ros.env import configure_ros_environment
 
         configure_ros_environment()
-        rclpy.init()
+        # Ctrl-C must reach the CLI as KeyboardInterrupt (its finally stops the graph); rclpy's own
+        # handler would only shut the context down and leave the command waiting for messages.
+        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
         client = cls(profile, name=name)
         client._owns_context = True
         return client
