@@ -21,38 +21,10 @@ from robot_rl.config import ConfigError
 from robot_rl.control.chunking import ChunkExecutor, ObservationHistory
 from robot_rl.control.intervention import InterventionGate
 from robot_rl.data.align import AsOfAligner
-from robot_rl.data.recording import ACTION, JOINTS, observation_values, stream_max_ages
+from robot_rl.data.recording import ACTION, observation_values, stream_max_ages
 from robot_rl.ros import convert, qos, topics
 from robot_rl.ros.node import OK, WARN, RobotRLNode, run_node
-from robot_rl.ros.streams import subscribe_observations
-
-
-class AlignerSink:
-    """Feeds the aligner and wakes the control thread when an observation is complete at a stamp."""
-
-    def __init__(self, aligner: AsOfAligner):
-        self.aligner = aligner
-        self.complete = threading.Condition()
-        self.newest_complete = -np.inf
-
-    def _added(self) -> None:
-        stamps = [self.aligner.latest_stamp(s) for s in self.aligner.streams]
-        if all(s is not None for s in stamps) and min(stamps) > self.newest_complete:
-            with self.complete:
-                self.newest_complete = min(stamps)
-                self.complete.notify_all()
-
-    def add_joint_state(self, stamp, position, velocity) -> None:
-        self.aligner.add(JOINTS, stamp, (position, velocity))
-        self._added()
-
-    def add_image(self, kind, camera, stamp, image) -> None:
-        self.aligner.add(f"{kind}/{camera}", stamp, image)
-        self._added()
-
-    def add_tactile(self, sensor, stamp, image) -> None:
-        self.aligner.add(f"tactile/{sensor}", stamp, image)
-        self._added()
+from robot_rl.ros.streams import AlignerSink, subscribe_observations
 
 
 class PolicyNode(RobotRLNode):

@@ -88,14 +88,14 @@ def checkpoint_hash(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any) -> None:
     with open(path, "w") as f:
         json.dump(obj, f, indent=1, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
 
 
-def _write_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
+def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
     save_file({k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}, str(path))
     with open(path, "rb") as f:
         os.fsync(f.fileno())
@@ -111,13 +111,13 @@ def save_checkpoint(path: str | Path, *, policy: str, config: Any, spec: PolicyS
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
-        _write_json(tmp / CONFIG, {"format": FORMAT, "format_version": FORMAT_VERSION, "policy": policy,
+        write_json(tmp / CONFIG, {"format": FORMAT, "format_version": FORMAT_VERSION, "policy": policy,
                                    "config": to_dict(config), "spec": spec.to_json(), "normalizer": dict(stats),
                                    "training": dict(training or {}), "versions": versions()})
-        _write_tensors(tmp / WEIGHTS, weights)
+        write_tensors(tmp / WEIGHTS, weights)
         if train_state is not None:
-            _write_json(tmp / TRAIN_JSON, dict(train_state))
-            _write_tensors(tmp / TRAIN_TENSORS, train_tensors or {})
+            write_json(tmp / TRAIN_JSON, dict(train_state))
+            write_tensors(tmp / TRAIN_TENSORS, train_tensors or {})
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from robot_rl.atomic import publish_dir
 from robot_rl.config.typed import ConfigError, from_dict, to_dict
 from robot_rl.data.schema import KeySpec
-from robot_rl.policies.checkpoint import _write_json, _write_tensors, versions
+from robot_rl.policies.checkpoint import write_json, write_tensors, versions
 from robot_rl.reward.config import RewardModelConfig
 from robot_rl.reward.model import RewardClassifier, RewardNet
 
@@ -44,16 +44,16 @@ def save_classifier(path: str | Path, *, net: RewardNet, model_cfg: RewardModelC
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
-        _write_json(tmp / CONFIG, {
+        write_json(tmp / CONFIG, {
             "format": FORMAT, "format_version": FORMAT_VERSION, "profile": profile,
             "joint_names": list(joint_names), "control_rate_hz": float(control_rate_hz),
             "obs": {k: s.to_json() for k, s in sorted(net.obs.items())},
             "model": to_dict(model_cfg),
             "normalizer": net.normalizer.to_json(),
             "detector": dict(detector), "training": dict(training), "versions": versions()})
-        _write_tensors(tmp / WEIGHTS, net.state_dict())
+        write_tensors(tmp / WEIGHTS, net.state_dict())
         if metrics is not None:
-            _write_json(tmp / METRICS, dict(metrics))
+            write_json(tmp / METRICS, dict(metrics))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

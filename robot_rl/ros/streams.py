@@ -3,9 +3,11 @@
 The recorder and the policy node both build observations with the same as-of join, so they also
 subscribe the same way: same topics, QoS, conversions, stream names, and the same per-stream latency
 corrections from `calibration/<setup>/time_offsets.yaml` (robot-rl calibrate time-offset).
+`AlignerSink` is the sink of the nodes that act on each complete observation (policy, episode manager).
 """
 from __future__ import annotations
 
+import threading
 from typing import Protocol
 
 import numpy as np
@@ -13,6 +15,8 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 
 from robot_rl.config import Profile
+from robot_rl.data.align import AsOfAligner
+from robot_rl.data.recording import JOINTS
 from robot_rl.ros import convert, qos, topics
 
 
@@ -72,3 +76,31 @@ def subscribe_observations(node: Node, profile: Profile, sink: ObservationSink, 
         node.create_subscription(JointState, topics.ROBOT_STATE, on_state,
                                  qos.sensor_subscription(profile.robot.state_rate_hz))
     return fix
+
+
+class AlignerSink:
+    """Feeds the aligner and wakes the control thread when an observation is complete at a stamp."""
+
+    def __init__(self, aligner: AsOfAligner):
+        self.aligner = aligner
+        self.complete = threading.Condition()
+        self.newest_complete = -np.inf
+
+    def _added(self) -> None:
+        stamps = [self.aligner.latest_stamp(s) for s in self.aligner.streams]
+        if all(s is not None for s in stamps) and min(stamps) > self.newest_complete:
+            with self.complete:
+                self.newest_complete = min(stamps)
+                self.complete.notify_all()
+
+    def add_joint_state(self, stamp, position, velocity) -> None:
+        self.aligner.add(JOINTS, stamp, (position, velocity))
+        self._added()
+
+    def add_image(self, kind, camera, stamp, image) -> None:
+        self.aligner.add(f"{kind}/{camera}", stamp, image)
+        self._added()
+
+    def add_tactile(self, sensor, stamp, image) -> None:
+        self.aligner.add(f"tactile/{sensor}", stamp, image)
+        self._added()
