@@ -28,22 +28,36 @@ def observe(robot, profile) -> dict[str, np.ndarray]:
     return obs
 
 
+class OpenLoopChunks:
+    """A base policy's actions the way the policy node runs it in lockstep: an obs_horizon history
+    padded with the first observation, each chunk's exec_horizon actions open loop, chunks back to back."""
+
+    def __init__(self, policy, seed: int):
+        self.policy, self.seed = policy, seed
+        self.history: deque = deque(maxlen=policy.obs_horizon)
+        self.queue: list[np.ndarray] = []
+        self.chunks = 0
+
+    def next(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, int]:
+        """(action, phase = its index in the current chunk) for this step's observation."""
+        self.history.append({k: obs[k] for k in self.policy.obs_keys})
+        while len(self.history) < self.policy.obs_horizon:
+            self.history.appendleft(self.history[0])
+        if not self.queue:
+            window = {k: np.stack([h[k] for h in self.history]) for k in self.policy.obs_keys}
+            chunk = self.policy.predict(window, seed=self.seed * 1000 + self.chunks)
+            self.queue = list(chunk[:self.policy.exec_horizon])
+            self.chunks += 1
+        phase = self.policy.exec_horizon - len(self.queue)
+        return self.queue.pop(0), phase
+
+
 def run_episode(policy, robot, profile, seed: int, max_steps: int = 150) -> dict:
     robot.reset(seed)
     n_sub = max(1, int(round(robot.control_dt / robot.physics_dt)))
-    history: deque = deque(maxlen=policy.obs_horizon)
-    queue: list[np.ndarray] = []
-    chunks = 0
+    base = OpenLoopChunks(policy, seed)
     for step in range(1, max_steps + 1):
-        obs = {k: v for k, v in observe(robot, profile).items() if k in policy.obs_keys}
-        history.append(obs)
-        while len(history) < policy.obs_horizon:
-            history.appendleft(history[0])
-        if not queue:
-            window = {k: np.stack([h[k] for h in history]) for k in policy.obs_keys}
-            queue = list(policy.predict(window, seed=seed * 1000 + chunks)[:policy.exec_horizon])
-            chunks += 1
-        robot.set_target(queue.pop(0))
+        robot.set_target(base.next(observe(robot, profile))[0])
         robot.step_physics(n_sub)
         if robot.success():
             return {"seed": seed, "success": True, "steps": step}

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robot_rl.policies.sim_eval import observe
+from robot_rl.policies.sim_eval import OpenLoopChunks, observe
 from robot_rl.rl.agent import ResidualTD3
 from robot_rl.rl.feed import StoreFeeder, agent_from_store, make_buffers
 from robot_rl.rl.learner import base_action_fn_for
@@ -32,24 +32,15 @@ def rollout(robot, profile, base, agent: ResidualTD3, seed: int, *, max_steps: i
     """One episode of base + residual; returns the arrays the learner would read from the store."""
     robot.reset(seed)
     n_sub = max(1, int(round(robot.control_dt / robot.physics_dt)))
-    history: deque = deque(maxlen=base.obs_horizon)
-    queue: list[np.ndarray] = []
-    chunks = 0
+    chunks = OpenLoopChunks(base, seed)
     obs_keys = list(agent.obs_spec)
     steps: dict[str, list] = {k: [] for k in (*obs_keys, "base", "action", "phase")}
     success = False
     half = agent.policy.action_norm.half_range.cpu().numpy()
     for _ in range(max_steps):
         obs = observe(robot, profile)
-        history.append({k: obs[k] for k in base.obs_keys})
-        while len(history) < base.obs_horizon:
-            history.appendleft(history[0])
-        if not queue:
-            window = {k: np.stack([h[k] for h in history]) for k in base.obs_keys}
-            queue = list(base.predict(window, seed=seed * 1000 + chunks)[:base.exec_horizon])
-            chunks += 1
-        phase = base.exec_horizon - len(queue)
-        act = np.asarray(queue.pop(0), dtype=np.float64)
+        act, phase = chunks.next(obs)
+        act = np.asarray(act, dtype=np.float64)
         res = np.zeros_like(act)
         if residual:
             out = agent.policy_step({k: obs[k][None] for k in obs_keys}, act[None].astype(np.float32),

@@ -34,7 +34,35 @@ class Sample:
     value: Any
 
 
-class SimDriver:
+class DriverBase:
+    """What every sim driver shares (the MuJoCo scene's and the gymnasium adapter's): stamps from
+    the robot's sim time, and commands and e-stop through the safety envelope under one lock.
+    Subclasses set robot, envelope, lock, stamp_origin and realtime_factor."""
+
+    # -- time -----------------------------------------------------------------------------------
+    @property
+    def sim_time(self) -> float:
+        return self.robot.time
+
+    def stamp(self, sim_time: float | None = None) -> float:
+        t = self.robot.time if sim_time is None else sim_time
+        return self.stamp_origin + t / self.realtime_factor
+
+    def rebase(self, wall_now: float) -> None:
+        """Realtime clock fell behind: re-anchor so stamps keep tracking the wall clock."""
+        self.stamp_origin = wall_now - self.robot.time / self.realtime_factor
+
+    # -- inputs (thread-safe) -------------------------------------------------------------------
+    def command(self, positions: np.ndarray | None, error: str = "") -> bool:
+        with self.lock:
+            return self.envelope.command(positions, self.stamp(), error)
+
+    def set_estop(self, active: bool) -> None:
+        with self.lock:
+            self.envelope.set_estop(active)
+
+
+class SimDriver(DriverBase):
     def __init__(self, profile: Profile, params: SimRobotParams, stamp_origin: float = 0.0):
         assert profile.sim is not None
         self.profile = profile
@@ -62,28 +90,6 @@ class SimDriver:
         self.camera_delay = params.camera_delay_s
         self._history: deque = deque()  # (sim time, qpos, mocap pos, mocap quat), only with a camera delay
         self._delayed = mujoco.MjData(self.robot.model) if self.camera_delay > 0 else None
-
-    # -- time -----------------------------------------------------------------------------------
-    @property
-    def sim_time(self) -> float:
-        return self.robot.time
-
-    def stamp(self, sim_time: float | None = None) -> float:
-        t = self.robot.time if sim_time is None else sim_time
-        return self.stamp_origin + t / self.realtime_factor
-
-    def rebase(self, wall_now: float) -> None:
-        """Realtime clock fell behind: re-anchor so stamps keep tracking the wall clock."""
-        self.stamp_origin = wall_now - self.robot.time / self.realtime_factor
-
-    # -- inputs (thread-safe) -------------------------------------------------------------------
-    def command(self, positions: np.ndarray | None, error: str = "") -> bool:
-        with self.lock:
-            return self.envelope.command(positions, self.stamp(), error)
-
-    def set_estop(self, active: bool) -> None:
-        with self.lock:
-            self.envelope.set_estop(active)
 
     def reset(self, seed: int | None = None) -> dict:
         with self.lock:

@@ -28,7 +28,7 @@ from robot_rl.config.nodes import SimRobotParams
 from robot_rl.config.profile import Profile
 from robot_rl.config.typed import ConfigError
 from robot_rl.safety import SafetyEnvelope
-from robot_rl.sim.driver import Sample
+from robot_rl.sim.driver import DriverBase, Sample
 
 RENDER_FOVY = math.radians(45.0)  # nominal camera model for camera_info: a gym render has no intrinsics
 
@@ -233,7 +233,7 @@ class GymRobot:
         self.env.close()
 
 
-class GymDriver:
+class GymDriver(DriverBase):
     """SimDriver's interface over a GymRobot: envelope, clocks, samples (see robot_rl/sim/driver.py)."""
 
     def __init__(self, profile: Profile, params: SimRobotParams, stamp_origin: float = 0.0):
@@ -250,25 +250,6 @@ class GymDriver:
         self.lock = threading.Lock()  # guards robot + envelope between the sim thread and callbacks
         self.steps_per_control = 1
         self.episode = 0
-
-    @property
-    def sim_time(self) -> float:
-        return self.robot.time
-
-    def stamp(self, sim_time: float | None = None) -> float:
-        t = self.robot.time if sim_time is None else sim_time
-        return self.stamp_origin + t / self.realtime_factor
-
-    def rebase(self, wall_now: float) -> None:
-        self.stamp_origin = wall_now - self.robot.time / self.realtime_factor
-
-    def command(self, positions: np.ndarray | None, error: str = "") -> bool:
-        with self.lock:
-            return self.envelope.command(positions, self.stamp(), error)
-
-    def set_estop(self, active: bool) -> None:
-        with self.lock:
-            self.envelope.set_estop(active)
 
     def reset(self, seed: int | None = None) -> dict:
         with self.lock:
