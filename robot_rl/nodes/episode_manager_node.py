@@ -54,8 +54,7 @@ class EpisodeManagerNode(RobotRLNode):
         if self.reward is not None:
             from robot_rl.data.align import AsOfAligner
             from robot_rl.data.recording import ACTION, stream_max_ages
-            from robot_rl.ros.streams import AlignerSink
-            from robot_rl.ros.streams import subscribe_observations
+            from robot_rl.ros.streams import AlignerSink, subscribe_observations
 
             ages = {s: a for s, a in stream_max_ages(self.profile).items() if s != ACTION}
             self.sink = AlignerSink(AsOfAligner(ages))
