@@ -27,7 +27,10 @@ def test_demo_interrupted_then_resumed(tmp_path, ros_domain):
     run = tmp_path / "demo"
     argv = [sys.executable, "-m", "robot_rl.cli.main", "demo", "--run-dir", str(run), "--demos", "4",
             "--base-steps", "20", "--eval-episodes", "3", "--finetune-minutes", "1.5", "--preset", "tiny"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Ctrl-C in a terminal reaches a foreground process; a test run launched as a background job
+    # (e.g. `make test &`) inherits SIGINT ignored, so give the demo the default disposition back.
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     deadline = time.monotonic() + 600
     for line in proc.stdout:  # wait for the fine-tuning session to be under way

@@ -62,7 +62,8 @@ def test_expert_teleop_drives_the_sim_to_success_through_ros(probe):
             return latest is not None and json.loads(latest.msg.data)["success"]
 
         assert probe.wait_for(succeeded, timeout=120), runner.log("teleop")
-        assert probe.counts[topics.TELEOP_COMMAND] > 10
+        # the teleop node keeps publishing; the probe may have matched it late (discovery), so wait
+        assert probe.wait_for(lambda: probe.counts[topics.TELEOP_COMMAND] > 10, timeout=30)
         assert probe.latest(topics.TELEOP_INTERVENING).msg.data is True
         assert list(probe.latest(topics.TELEOP_COMMAND).msg.name) == PROFILE.robot.joint_names
     finally:
