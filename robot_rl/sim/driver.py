@@ -61,6 +61,14 @@ class DriverBase:
         with self.lock:
             self.envelope.set_estop(active)
 
+    def _episode_started(self) -> dict:
+        """After a reset (lock held): count the episode, keep lockstep stamps strictly increasing
+        (sim time does not move on reset), and return the new task state."""
+        self.episode += 1
+        if self.clock == "lockstep":
+            self.stamp_origin += self.robot.control_dt
+        return {**self.robot.task_state(), "episode": self.episode, "stamp": self.stamp()}
+
 
 class SimDriver(DriverBase):
     def __init__(self, profile: Profile, params: SimRobotParams, stamp_origin: float = 0.0):
@@ -96,10 +104,7 @@ class SimDriver(DriverBase):
             self.robot.reset(seed)
             self.envelope.reset(self.robot.joint_state()[0])
             self._history.clear()  # a delayed camera never shows the previous episode
-            self.episode += 1
-            if self.clock == "lockstep":  # sim time does not move on reset: keep stamps strictly increasing
-                self.stamp_origin += self.robot.control_dt
-            return {**self.robot.task_state(), "episode": self.episode, "stamp": self.stamp()}
+            return self._episode_started()
 
     # -- stepping -------------------------------------------------------------------------------
     def advance(self, n_physics_steps: int) -> list[Sample]:

@@ -255,10 +255,7 @@ class GymDriver(DriverBase):
         with self.lock:
             self.robot.reset(seed)
             self.envelope.reset(self.robot.action)
-            self.episode += 1
-            if self.clock == "lockstep":  # env time does not move on reset: keep stamps strictly increasing
-                self.stamp_origin += self.robot.control_dt
-            return {**self.robot.task_state(), "episode": self.episode, "stamp": self.stamp()}
+            return self._episode_started()
 
     def advance(self, n_steps: int) -> list[Sample]:
         """Realtime: `n_steps` env steps (one per control period), every stream sampled after each."""
