@@ -5,7 +5,8 @@
 - swap: the learner's weights message published on /learner/residual_weights (latched, through the
   project's Fast DDS profile) until the policy side has validated it (metadata, architecture,
   checksum, shapes, finite values) and swapped it in; p50/p95 in ms per preset, with the message
-  size (target p95 <= 50 ms for weights up to 25 MB).
+  size (target p95 <= 50 ms for weights up to 25 MB; `recipe_wide` is the recipe with a 2048-wide
+  actor, ~25 MB, the issue's upper size).
 Prints JSON lines.
 
     python bench/control.py [--ticks 500] [--swaps 10]
@@ -24,6 +25,10 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+
+# bench-only sizes: (preset, overrides)
+SIZES = {"recipe_wide": ("recipe", {"actor_hidden": 2048})}
 
 
 def synthetic_store(path: Path, profile) -> None:
@@ -61,7 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ticks", type=int, default=500)
     parser.add_argument("--swaps", type=int, default=10)
-    parser.add_argument("--presets", nargs="+", default=["cpu_small", "recipe"])
+    parser.add_argument("--presets", nargs="+", default=["cpu_small", "cpu_lowdim", "recipe", "recipe_wide"])
     args = parser.parse_args()
 
     import rclpy
@@ -87,12 +92,15 @@ def main() -> None:
     node = rclpy.create_node("bench_control")
     obs = observation(profile)
     for name in args.presets:
-        cfg = preset(name, chunk_length=8)
+        base_preset, overrides = SIZES.get(name, (name, {}))
+        cfg = preset(base_preset, chunk_length=8, **overrides)
         agent = agent_from_store(store, cfg, device="cpu")
         for p in agent.policy.parameters():  # a non-zero residual, like a trained one
             p.data.add_(0.01)
         data, meta = export_actor_weights(agent)
-        runner = ResidualRunner(profile, 8, name)
+        cfg_file = tmp / f"{name}.yaml"  # the policy side reads the learner's config, as in a session
+        cfg_file.write_text(json.dumps({"preset": base_preset, **overrides}))
+        runner = ResidualRunner(profile, 8, base_preset, rl_config=str(cfg_file))
         received: list[float] = []
         versions = iter(range(1, 10_000))
 

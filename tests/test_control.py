@@ -22,6 +22,14 @@ def test_actions_follow_the_chunk_in_time():
     assert ex.action_at(0.9) is None  # nothing before the observation it was predicted from
 
 
+def test_chunk_features_follow_the_newest_chunk():
+    ex = ChunkExecutor(DT, exec_horizon=8)
+    assert ex.features() is None
+    ex.add(0.0, chunk(0), now=0.0, features=np.array([1.0]))
+    ex.add(0.8, chunk(0), now=0.8, features=np.array([2.0]))
+    assert ex.features()[0] == 2.0 and ex.action_at(0.8)[1] == 0
+
+
 def test_late_chunk_skips_actions_whose_time_has_passed():
     ex = ChunkExecutor(DT, exec_horizon=8)
     ex.add(t_obs=1.0, actions=chunk(0), now=1.0 + 2.6 * DT)  # inference took 2.6 periods

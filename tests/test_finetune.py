@@ -15,6 +15,7 @@ from robot_rl.config import load_profile
 from robot_rl.data.store import Store
 from robot_rl.data.store_check import check
 from robot_rl.policies.checkpoint import checkpoint_hash
+from robot_rl.rl.relabel import cache_path
 from robot_rl.ros import topics
 from policy_fixtures import tiny_checkpoints, write_episodes
 
@@ -27,9 +28,13 @@ def test_finetune_session_extends_the_store_and_trains(tmp_path, ros_domain):
     store = tmp_path / "store.zarr"
     write_episodes(PROFILE, store, "demo", 4)
     run = tmp_path / "run"
+    # the residual also takes the base's features (computed by the policy node per chunk, by the
+    # learner per stored chunk start): both sides must agree or every weight message is rejected
+    rl_config = tmp_path / "rl.yaml"
+    rl_config.write_text("preset: tiny\nencoder: {base_features: true}\n")
     result = subprocess.run([sys.executable, "-m", "robot_rl.cli.main", "finetune", "--base", str(base),
-                             "--store", str(store), "--preset", "tiny", "--episodes", "5", "--max-steps", "40",
-                             "--run-dir", str(run)], capture_output=True, text=True, timeout=540)
+                             "--store", str(store), "--rl-config", str(rl_config), "--episodes", "5",
+                             "--max-steps", "40", "--run-dir", str(run)], capture_output=True, text=True, timeout=540)
     log = (run / "graph.log").read_text() if (run / "graph.log").exists() else ""
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:] + log[-3000:]
     assert "5 episodes" in result.stdout
@@ -48,6 +53,9 @@ def test_finetune_session_extends_the_store_and_trains(tmp_path, ros_domain):
     assert np.abs(ep["residual"]).max() > 0  # exploration noise during the warm-up, then the residual
     learner = done[-1]["learner"]
     assert int(learner["env_steps"]) > 0 and int(learner["weight_version"]) >= 0
+    policy = done[-1]["policy"]
+    assert int(policy["weights_accepted"]) >= 1 and int(policy["weights_rejected"]) == 0, policy
+    assert cache_path(store, checkpoint_hash(base), obs_horizon=2, tag="features").exists()
 
 
 def _diag(probe, node):

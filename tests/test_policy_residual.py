@@ -105,3 +105,26 @@ def test_residual_parity_validation_and_swap(tmp_path, ros_domain):
         client.close()
         context.try_shutdown()
         assert runner.stop() == 0
+
+
+def test_runner_with_base_features_checks_their_size(tmp_path):
+    """A residual that takes the base's features: the runner builds the architecture with them and
+    rejects weights of a residual without them (no ROS: the node only hands the chunk's features in)."""
+    from robot_rl.control.residual import ResidualRunner
+    from robot_rl.rl.encoder import BASE_FEATURES
+
+    write_episodes(PROFILE, tmp_path / "store.zarr", "demo", 1)
+    store = Store.open(tmp_path / "store.zarr")
+    (tmp_path / "rl.yaml").write_text("preset: tiny\nencoder: {base_features: true}\n")
+    cfg = preset("tiny", chunk_length=3, encoder={"base_features": True})
+    with_features = agent_from_store(store, cfg, base_feature_dim=8)
+    without = agent_from_store(store, preset("tiny", chunk_length=3))
+    runner = ResidualRunner(PROFILE, 3, "tiny", rl_config=str(tmp_path / "rl.yaml"), base_feature_dim=8)
+    assert runner.wants_base_features
+    assert not runner.offer(*export_actor_weights(without)) and "architecture" in runner.counters.last_reject_reason
+    assert runner.offer(*export_actor_weights(with_features))
+    ep = store.read_episode(0)
+    obs = {k: ep[k][0] for k in with_features.obs_spec if k != BASE_FEATURES}
+    obs[BASE_FEATURES] = np.ones(8, np.float32)
+    base = ep["action"][0].astype(np.float64)
+    assert np.array_equal(runner.apply(obs, base, 0, explore=False), np.zeros_like(base))

@@ -388,11 +388,19 @@ def test_feeder_routes_sources_and_labels_demos(tmp_path):
     assert res.episodes == 4 and res.skipped == [1] and res.env_steps == 13
     assert (online.n_episodes, demo.n_episodes) == (2, 2)  # intervention goes to both
     assert len(online) == 7 + 5 and len(demo) == 6 + 5
-    # demo episode 0: executed action = the human's, base = the relabel, reward 1 + done at the end
+    # demo episode 0: executed action = the human's projected into base +- action_scale (what the actor
+    # can reach), base = the relabel, reward 1 + done at the end
     ep = store.read_episode(0)
-    norm = agent.policy.action_norm
-    np.testing.assert_allclose(demo.action[:6].numpy(), norm.normalize_np(ep["action"]), rtol=1e-6)
-    np.testing.assert_allclose(demo.base[:6].numpy(), norm.normalize_np(ep["obs/joint_pos"] * 0.5), rtol=1e-6)
+    norm, scale = agent.policy.action_norm, agent.cfg.action_scale
+    base_n = norm.normalize_np(ep["obs/joint_pos"] * 0.5)
+    human_n = norm.normalize_np(ep["action"])
+    assert (np.abs(human_n - base_n) > scale).any()  # the projection has something to do here
+    np.testing.assert_allclose(demo.action[:6].numpy(), np.clip(human_n, base_n - scale, base_n + scale), rtol=1e-6)
+    np.testing.assert_allclose(demo.base[:6].numpy(), base_n, rtol=1e-6)
+    raw = agent_from_store(store, tiny().replace(project_actions=False), device="cpu")
+    raw_online, raw_demo = make_buffers(raw)
+    StoreFeeder(store, raw, raw_online, raw_demo, base_action_fn=CountingBase(), base_hash="h1").poll()
+    np.testing.assert_allclose(raw_demo.action[:6].numpy(), human_n, rtol=1e-6)
     assert demo.ret[5].item() == 1.0 and demo.discount[5].item() == 0.0
     # rollouts keep their recorded base action
     ep2 = store.read_episode(2)
@@ -404,6 +412,39 @@ def test_feeder_routes_sources_and_labels_demos(tmp_path):
     # demos without a base to relabel them are refused, not silently trained on the human action
     with pytest.raises(ValueError, match="need relabelling"):
         StoreFeeder(store, agent, *make_buffers(agent)).poll()
+
+
+def test_base_features_are_held_per_chunk_for_demos_and_rollouts(tmp_path):
+    rng = np.random.default_rng(5)
+    store = Store.create(tmp_path / "s.zarr", keys=STORE_KEYS, attrs=STORE_ATTRS, durable=False)
+    add_episode(store, rng, 7, "demo", True)
+    add_episode(store, rng, 5, "rollout", False)
+    calls = []
+
+    def features(obs):  # (B, 4): the frame's tag, so each step shows which frame it was computed at
+        calls.append(len(obs["obs/tactile_tip"]))
+        return np.repeat(obs["obs/tactile_tip"][:, :1, 0], 4, axis=1)
+
+    cfg = tiny(chunk_length=3, encoder={"base_features": True})
+    with pytest.raises(ValueError, match="base_feature_dim"):
+        agent_from_store(store, cfg, device="cpu")
+    agent = agent_from_store(store, cfg, device="cpu", base_feature_dim=4)
+    assert agent.obs_spec["base/features"].shape == (4,)
+    online, demo = make_buffers(agent)
+    with pytest.raises(ValueError, match="base_features_fn"):
+        StoreFeeder(store, agent, online, demo, base_action_fn=CountingBase(), base_hash="h1")
+    feeder = StoreFeeder(store, agent, online, demo, base_action_fn=CountingBase(), base_hash="h1",
+                         base_features_fn=features)
+    feeder.poll()
+    assert calls == [3, 2]  # chunk starts only: frames 0, 3, 6 of the demo; 0, 3 of the rollout
+    for buf, ep, T in ((demo, 0, 7), (online, 1, 5)):
+        tag = store.read_episode(ep)["obs/tactile_tip"][:, 0, 0]
+        expected = np.repeat(tag[np.arange(T) - np.arange(T) % 3][:, None], 4, axis=1)
+        np.testing.assert_allclose(buf.obs["base/features"][:T].numpy(), expected, rtol=1e-6)
+    assert cache_path(store.path, "h1", tag="features").exists()
+    feats = {k: v[:2] for k, v in demo.obs.items()}
+    out = agent.policy_step({k: v.numpy() for k, v in feats.items()}, np.zeros((2, N), np.float32), torch.zeros(2))
+    assert torch.equal(out.residual_normalized, torch.zeros(2, N))  # zero-initialised: the base exactly
 
 
 def test_resume_rebuilds_buffers_without_recounting(tmp_path):

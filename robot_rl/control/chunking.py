@@ -19,6 +19,7 @@ import numpy as np
 class Chunk:
     t_obs: float
     actions: np.ndarray  # (pred_horizon, action_dim)
+    features: np.ndarray | None = None  # the base encoder's features of the chunk's observation window
 
 
 class ChunkExecutor:
@@ -34,8 +35,8 @@ class ChunkExecutor:
     def index(self, chunk: Chunk, t: float) -> int:
         return int(round((t - chunk.t_obs) / self.dt))
 
-    def add(self, t_obs: float, actions: np.ndarray, now: float) -> None:
-        chunk = Chunk(t_obs, np.asarray(actions))
+    def add(self, t_obs: float, actions: np.ndarray, now: float, features: np.ndarray | None = None) -> None:
+        chunk = Chunk(t_obs, np.asarray(actions), features)
         late = max(0, self.index(chunk, now))
         with self.lock:
             if late:
@@ -67,6 +68,11 @@ class ChunkExecutor:
                     weights.append(np.exp(-self.ensemble_k * len(preds)))
             w = np.asarray(weights) / np.sum(weights)
             return np.tensordot(w, np.asarray(preds), axes=1), k
+
+    def features(self) -> np.ndarray | None:
+        """The newest chunk's base features (the chunk action_at takes the phase from)."""
+        with self.lock:
+            return self.chunks[-1].features if self.chunks else None
 
     def needs_chunk(self, t: float, lead_steps: int) -> bool:
         """Ask for the next chunk `lead_steps` control periods before the newest runs out, so the

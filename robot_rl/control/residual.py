@@ -13,9 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from robot_rl.config import ConfigError
 from robot_rl.data.recording import store_layout
+from robot_rl.data.schema import KeySpec
 from robot_rl.rl import WeightsRejected, architecture, load_config, policy_from_weights, preset
-from robot_rl.rl.encoder import obs_spec_from_keys
+from robot_rl.rl.encoder import BASE_FEATURES, obs_spec_from_keys
 
 
 @dataclass
@@ -29,11 +31,18 @@ class ResidualCounters:
 
 
 class ResidualRunner:
-    def __init__(self, profile, chunk_length: int, rl_preset: str, seed: int = 0, rl_config: str = ""):
+    def __init__(self, profile, chunk_length: int, rl_preset: str, seed: int = 0, rl_config: str = "",
+                 base_feature_dim: int = 0):
         cfg = load_config(rl_config).replace(chunk_length=chunk_length) if rl_config else \
             preset(rl_preset, chunk_length=chunk_length)
         keys, _ = store_layout(profile)
-        self.expected = architecture(cfg, obs_spec_from_keys(keys, cfg.encoder), len(profile.robot.joints))
+        spec = obs_spec_from_keys(keys, cfg.encoder)
+        self.wants_base_features = cfg.encoder.base_features  # the caller adds them to each tick's obs
+        if self.wants_base_features:
+            if not base_feature_dim:
+                raise ConfigError("encoder.base_features needs the base policy's feature size", "rl_config")
+            spec[BASE_FEATURES] = KeySpec((int(base_feature_dim),), "float32")
+        self.expected = architecture(cfg, spec, len(profile.robot.joints))
         self.policy = None
         self.meta: dict = {}
         self.counters = ResidualCounters()

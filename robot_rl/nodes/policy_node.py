@@ -22,6 +22,7 @@ from robot_rl.control.chunking import ChunkExecutor, ObservationHistory
 from robot_rl.control.intervention import InterventionGate
 from robot_rl.data.align import AsOfAligner
 from robot_rl.data.recording import ACTION, observation_values, stream_max_ages
+from robot_rl.rl.encoder import BASE_FEATURES
 from robot_rl.ros import convert, qos, topics
 from robot_rl.ros.node import OK, WARN, RobotRLNode, run_node
 from robot_rl.ros.streams import AlignerSink, subscribe_observations
@@ -59,7 +60,7 @@ class PolicyNode(RobotRLNode):
 
             try:
                 self.residual = ResidualRunner(self.profile, self.policy.exec_horizon, p.rl_preset, p.seed,
-                                               rl_config=p.rl_config)
+                                               rl_config=p.rl_config, base_feature_dim=self.policy.feature_dim)
             except ConfigError as e:
                 raise ConfigError(str(e), "policy.params.rl_config", self.profile.source) from None
             if p.residual_weights:
@@ -159,6 +160,8 @@ class PolicyNode(RobotRLNode):
             residual = np.clip(human, self.lower, self.upper) - base
         elif self.residual is not None:  # every tick, even when no new chunk was computed
             current = {k: v[-1] for k, v in self.history.window().items()}
+            if self.residual.wants_base_features:
+                current[BASE_FEATURES] = self.chunks.features()
             residual = self.residual.apply(current, base, phase, explore=self.params.explore)
         self.publish(t, base, residual)
         if not waited:  # the control tick itself (a cached chunk), not the inference it waited for
@@ -218,12 +221,14 @@ class PolicyNode(RobotRLNode):
             episode = self.episode
             start = time.perf_counter()
             actions = self.policy.predict(window, seed=self.params.seed + self.stats["chunks"])
+            features = self.policy.features(window).numpy() \
+                if self.residual is not None and self.residual.wants_base_features else None
             self.inference_ms.append((time.perf_counter() - start) * 1e3)
             del self.inference_ms[:-200]
             self.new_samples["inference_ms"].append(self.inference_ms[-1])
             now = t_obs if self.params.tick == "observation" else time.time()
             if episode == self.episode:  # a chunk for an episode that was reset meanwhile is dropped
-                self.chunks.add(t_obs, actions, now)
+                self.chunks.add(t_obs, actions, now, features)
                 self.stats["chunks"] += 1
             with self.chunk_done:
                 self.request = None

@@ -30,13 +30,15 @@ def observe(robot, profile) -> dict[str, np.ndarray]:
 
 class OpenLoopChunks:
     """A base policy's actions the way the policy node runs it in lockstep: an obs_horizon history
-    padded with the first observation, each chunk's exec_horizon actions open loop, chunks back to back."""
+    padded with the first observation, each chunk's exec_horizon actions open loop, chunks back to back.
+    With `features`, `self.features` holds the base encoder's features of the current chunk's window."""
 
-    def __init__(self, policy, seed: int):
-        self.policy, self.seed = policy, seed
+    def __init__(self, policy, seed: int, features: bool = False):
+        self.policy, self.seed, self.want_features = policy, seed, features
         self.history: deque = deque(maxlen=policy.obs_horizon)
         self.queue: list[np.ndarray] = []
         self.chunks = 0
+        self.features: np.ndarray | None = None
 
     def next(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, int]:
         """(action, phase = its index in the current chunk) for this step's observation."""
@@ -48,6 +50,8 @@ class OpenLoopChunks:
             chunk = self.policy.predict(window, seed=self.seed * 1000 + self.chunks)
             self.queue = list(chunk[:self.policy.exec_horizon])
             self.chunks += 1
+            if self.want_features:
+                self.features = self.policy.features(window).numpy()
         phase = self.policy.exec_horizon - len(self.queue)
         return self.queue.pop(0), phase
 

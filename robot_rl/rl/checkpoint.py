@@ -204,8 +204,9 @@ def export_actor_weights(agent: ResidualTD3) -> tuple[bytes, dict[str, Any]]:
 
 
 @functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=8)
 def _expected_tensors(arch_json: str) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    with torch.random.fork_rng(devices=[]):
+    with torch.device("meta"):  # shapes and dtypes only: no allocation, no random init
         sd = ResidualPolicy(json.loads(arch_json)).state_dict()
     return {k: (tuple(v.shape), v.dtype) for k, v in sd.items()}
 
@@ -257,7 +258,7 @@ def policy_from_weights(data: bytes, metadata: Mapping[str, Any], expected_archi
     """A ready ResidualPolicy (eval mode) from validated weights: what a policy node calls."""
     want = json.loads(expected_architecture) if isinstance(expected_architecture, str) else expected_architecture
     sd = load_actor_weights(data, metadata, want)
-    with torch.random.fork_rng(devices=[]):
+    with torch.device("meta"):  # built without initialising weights that are replaced right away
         policy = ResidualPolicy(want)
-    policy.load_state_dict(sd, strict=True)
+    policy.load_state_dict(sd, strict=True, assign=True)  # the validated tensors themselves, no copy
     return policy.to(device).eval()

@@ -22,6 +22,9 @@ class EncoderConfig:
 
     obs_keys: list[str] = field(default_factory=list)  # [] = every obs/* key except depth images
     use_cameras: bool = True
+    # + the frozen base's encoder features from the current chunk's start (what the base saw when it
+    # planned the chunk): a residual without cameras still gets where the cube and target are
+    base_features: bool = False
     low_dim_hidden: int = 256  # low-dim MLP (joint_pos, joint_vel, tactile flattened); 0 = no MLP
     low_dim_features: int = 64
     image_size: int = 84  # camera frames are resized (area) to image_size x image_size on ingestion
@@ -81,6 +84,10 @@ class ResidualRLConfig:
     online_capacity: int = 300_000
     demo_capacity: int = 100_000
     demos_successful_only: bool = True
+    # project stored actions into base +- action_scale (demos, interventions): the critic then only
+    # scores actions the actor can produce; unprojected, successful demos far outside the range teach it
+    # that "far from the base" means success, and the actor runs to its bound (docs/residual_rl.md)
+    project_actions: bool = True
     interventions_to_demo: bool = True  # SERL: intervention episodes go to both buffers
     base_obs_horizon: int = 1  # frames per observation handed to base_action_fn when relabelling
     replay_device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda for low-dim, cpu with cameras

@@ -18,6 +18,7 @@ from robot_rl.data.schema import KeySpec
 from robot_rl.rl.config import EncoderConfig
 
 CAMERA_PREFIX = "obs/camera_"
+BASE_FEATURES = "base/features"  # the base encoder's features at the chunk start (EncoderConfig.base_features)
 MIN_STD = 0.1  # floor of the low-dim standardisation (released recipe): near-constant inputs stay tame
 
 

@@ -15,10 +15,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from robot_rl.data.schema import KeySpec
 from robot_rl.data.store import Store
 from robot_rl.rl.agent import ResidualTD3
 from robot_rl.rl.config import ResidualRLConfig
-from robot_rl.rl.encoder import is_camera, obs_spec_from_keys
+from robot_rl.rl.encoder import BASE_FEATURES, is_camera, obs_spec_from_keys
 from robot_rl.rl.normalize import data_bounds
 from robot_rl.rl.relabel import BaseActionFn, RelabelStats, relabel_episodes
 from robot_rl.rl.replay import ReplayBuffer
@@ -31,13 +32,19 @@ def demo_episodes(store: Store, cfg: ResidualRLConfig) -> list[int]:
             if m["source"] == "demo" and (m["success"] or not cfg.demos_successful_only)]
 
 
-def agent_from_store(store: Store, cfg: ResidualRLConfig, device=None) -> ResidualTD3:
+def agent_from_store(store: Store, cfg: ResidualRLConfig, device=None,
+                     base_feature_dim: int | None = None) -> ResidualTD3:
     """A fresh agent shaped by the store: observation layout, action bounds (demo min-max or the
-    profile's joint limits) and low-dim standardisation statistics from the demos."""
+    profile's joint limits) and low-dim standardisation statistics from the demos. With
+    `encoder.base_features`, `base_feature_dim` is the base's (features enter unstandardised)."""
     obs_spec = obs_spec_from_keys(store.keys, cfg.encoder)
+    if cfg.encoder.base_features:
+        if not base_feature_dim:
+            raise ValueError("encoder.base_features is on but no base_feature_dim was given (the base's feature_dim)")
+        obs_spec[BASE_FEATURES] = KeySpec((int(base_feature_dim),), "float32")
     n = store.keys["action"].shape[0]
     demos = demo_episodes(store, cfg)
-    low_keys = sorted(k for k, s in obs_spec.items() if not is_camera(k, s))
+    low_keys = sorted(k for k, s in obs_spec.items() if not is_camera(k, s) and k != BASE_FEATURES)
     data = store.load(["action", *low_keys], episodes=demos) if demos else None
     if cfg.action_bounds == "data" and data is not None:
         low, high = data_bounds(data["action"])
@@ -48,6 +55,9 @@ def agent_from_store(store: Store, cfg: ResidualRLConfig, device=None) -> Residu
     if data is not None and low_keys:
         flat = np.concatenate([data[k].reshape(len(data[k]), -1).astype(np.float64) for k in low_keys], axis=1)
         mean, std = flat.mean(axis=0), flat.std(axis=0)
+        if BASE_FEATURES in obs_spec:  # sorts first among the low-dim keys
+            mean = np.concatenate([np.zeros(base_feature_dim), mean])
+            std = np.concatenate([np.ones(base_feature_dim), std])
     return ResidualTD3(cfg, obs_spec, n, action_low=low, action_high=high, low_dim_mean=mean, low_dim_std=std,
                        device=device)
 
@@ -85,11 +95,16 @@ class StoreFeeder:
 
     def __init__(self, store: Store, agent: ResidualTD3, online: ReplayBuffer, demo: ReplayBuffer, *,
                  base_action_fn: BaseActionFn | None = None, base_hash: str | None = None,
-                 cache_dir: str | os.PathLike | None = None):
+                 cache_dir: str | os.PathLike | None = None, base_features_fn: BaseActionFn | None = None):
         self.store, self.agent, self.online, self.demo = store, agent, online, demo
         self.base_action_fn, self.base_hash, self.cache_dir = base_action_fn, base_hash, cache_dir
+        self.base_features_fn = base_features_fn
+        if BASE_FEATURES in agent.obs_spec and (base_features_fn is None or not base_hash):
+            raise ValueError("the residual takes the base's features (encoder.base_features) but no "
+                             "base_features_fn/base_hash was given")
         self.next_episode = 0
-        self._keys = [*agent.obs_spec, "action", "base_action", "reward"] + (["phase"] if "phase" in store.keys else [])
+        self._keys = [k for k in agent.obs_spec if k != BASE_FEATURES] + ["action", "base_action", "reward"] + \
+            (["phase"] if "phase" in store.keys else [])
 
     def poll(self, limit: int | None = None) -> FeedResult:
         self.store.refresh()
@@ -107,13 +122,19 @@ class StoreFeeder:
             relabelled, result.relabel = relabel_episodes(
                 self.store, demos, self.base_action_fn, self.base_hash, cache_dir=self.cache_dir,
                 obs_horizon=cfg.base_obs_horizon, chunk_length=cfg.chunk_length)
+        features: dict[int, np.ndarray] = {}
+        if BASE_FEATURES in self.agent.obs_spec:
+            wanted = [m["index"] for m in todo if m["index"] in relabelled or m["source"] in ONLINE_SOURCES]
+            features, _ = relabel_episodes(self.store, wanted, self.base_features_fn, self.base_hash,
+                                           cache_dir=self.cache_dir, obs_horizon=cfg.base_obs_horizon,
+                                           chunk_length=cfg.chunk_length, tag="features", hold=True)
         for m in todo:
-            self._add(m, relabelled.get(m["index"]), result)
+            self._add(m, relabelled.get(m["index"]), result, features.get(m["index"]))
             result.episodes += 1
         self.next_episode = upto
         return result
 
-    def _add(self, m: dict, relabel: np.ndarray | None, result: FeedResult) -> None:
+    def _add(self, m: dict, relabel: np.ndarray | None, result: FeedResult, features: np.ndarray | None) -> None:
         src, success = m["source"], m["success"]
         if (src == "demo" and relabel is None) or (src != "demo" and src not in ONLINE_SOURCES):
             result.skipped.append(m["index"])
@@ -122,10 +143,15 @@ class StoreFeeder:
         norm = self.agent.policy.action_norm
         action_n = norm.normalize_np(ep["action"])
         base_n = norm.normalize_np(relabel if src == "demo" else ep["base_action"])
+        if self.agent.cfg.project_actions:
+            scale = self.agent.cfg.action_scale
+            action_n = np.clip(action_n, base_n - scale, base_n + scale)
         reward = ep["reward"].astype(np.float32).copy()
         if success:
             reward[-1] = 1.0  # sparse 0/1 reward, episode terminates on success
-        obs = {k: ep[k] for k in self.agent.obs_spec}
+        obs = {k: ep[k] for k in self.agent.obs_spec if k != BASE_FEATURES}
+        if features is not None:
+            obs[BASE_FEATURES] = features
         phase = ep.get("phase")
         if phase is not None:
             phase = np.asarray(phase).astype(np.int64).reshape(-1)

@@ -28,6 +28,16 @@ def base_action_fn_for(base):
     return fn
 
 
+def base_features_fn_for(base):
+    """The base encoder's features of an observation batch (B, feature_dim), for encoder.base_features."""
+    def fn(obs: dict[str, np.ndarray]) -> np.ndarray:
+        obs = {k: v for k, v in obs.items() if k in base.obs_keys}
+        if base.obs_horizon == 1:
+            obs = {k: v[:, None] for k, v in obs.items()}
+        return base.features(obs).numpy()
+    return fn
+
+
 class Learner:
     def __init__(self, store_path: str | Path, base, cfg: ResidualRLConfig, run_dir: str | Path, device=None):
         self.store_path, self.run_dir = Path(store_path), Path(run_dir)
@@ -48,10 +58,11 @@ class Learner:
         if self.resumed:
             self.agent = load_checkpoint(self.checkpoint_dir, device=device)
         else:
-            self.agent = agent_from_store(self.store, cfg, device=device)
+            self.agent = agent_from_store(self.store, cfg, device=device, base_feature_dim=base.feature_dim)
         self.online, self.demo = make_buffers(self.agent)
         self.feeder = StoreFeeder(self.store, self.agent, self.online, self.demo,
-                                  base_action_fn=base_action_fn_for(base), base_hash=base.checkpoint_hash)
+                                  base_action_fn=base_action_fn_for(base), base_hash=base.checkpoint_hash,
+                                  base_features_fn=base_features_fn_for(base))
         if self.resumed:  # rebuild the buffers without counting those env steps twice
             self.feeder.poll(limit=self.agent.counters["episodes_ingested"])
         self.metrics: dict[str, float] = {}

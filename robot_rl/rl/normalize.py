@@ -16,13 +16,13 @@ MIN_RANGE = 0.1  # a joint that (almost) never moved in the demos still gets a u
 class ActionNormalizer(nn.Module):
     def __init__(self, low, high, action_scale: float):
         super().__init__()
-        low = torch.as_tensor(np.asarray(low, dtype=np.float32))
-        high = torch.as_tensor(np.asarray(high, dtype=np.float32))
+        low, high = np.asarray(low, dtype=np.float32), np.asarray(high, dtype=np.float32)
         if low.shape != high.shape or low.ndim != 1:
             raise ValueError(f"action bounds must be two 1-D arrays of one length, got {tuple(low.shape)} "
                              f"and {tuple(high.shape)}")
-        if not (torch.isfinite(low).all() and torch.isfinite(high).all()) or bool((high < low).any()):
+        if not (np.isfinite(low).all() and np.isfinite(high).all()) or bool((high < low).any()):
             raise ValueError("action bounds must be finite with high >= low")
+        low, high = torch.as_tensor(low), torch.as_tensor(high)  # (meta tensors when built on "meta")
         half = ((high - low).clamp_min(MIN_RANGE) / 2) * (1.0 + action_scale)
         self.register_buffer("center", (high + low) / 2)
         self.register_buffer("half_range", half)

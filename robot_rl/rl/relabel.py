@@ -4,6 +4,8 @@ A demo's stored action stays the human one; the residual learner needs what the 
 done there (the actor's input, and the residual target action - base_action). Running a diffusion
 base over every demo frame is slow, so results are cached as safetensors keyed by the base
 checkpoint's hash, next to the store: `<store>/../<store-name>.base_actions/<hash>.safetensors`.
+The same machinery computes the base's encoder features at chunk starts (`tag="features"`, held for
+the chunk, for every episode) when the residual takes them as an input.
 """
 from __future__ import annotations
 
@@ -35,13 +37,13 @@ class RelabelStats:
 
 
 def cache_path(store_path: str | os.PathLike, base_hash: str, cache_dir: str | os.PathLike | None = None,
-               obs_horizon: int = 1) -> Path:
+               obs_horizon: int = 1, tag: str = "") -> Path:
     if not _HASH_RE.match(base_hash or ""):
         raise ValueError(f"base checkpoint hash {base_hash!r} is not usable as a file name "
                          "(letters, digits, '_', '-', '.'; at most 128)")
     store_path = Path(store_path)
     folder = Path(cache_dir) if cache_dir else store_path.parent / f"{store_path.name}.base_actions"
-    suffix = f".h{obs_horizon}" if obs_horizon > 1 else ""
+    suffix = (f".h{obs_horizon}" if obs_horizon > 1 else "") + (f".{tag}" if tag else "")
     return folder / f"{base_hash}{suffix}.safetensors"
 
 
@@ -86,17 +88,22 @@ def _call(episode_obs, base_action_fn, frames: np.ndarray, hist: np.ndarray | No
 
 
 def run_base(episode_obs: Mapping[str, np.ndarray], base_action_fn: BaseActionFn, *, obs_horizon: int = 1,
-             chunk_length: int = 1, batch_size: int = 256) -> tuple[np.ndarray, int, int]:
+             chunk_length: int = 1, batch_size: int = 256, hold: bool = False) -> tuple[np.ndarray, int, int]:
     """The base's action at every frame of one episode: ((T, n) float32, frames run, chunk used).
 
     If base_action_fn returns chunks (B, horizon, n), the base is queried only at chunk starts
     (t mod chunk_length == 0) and frame t gets element t mod chunk_length of its chunk: exactly
     what the policy node executes open loop, and chunk_length times fewer base calls. If it returns
-    (B, n), every frame is queried (chunk used = 1)."""
+    (B, n), every frame is queried (chunk used = 1) unless `hold`: then only chunk starts are, and
+    frame t gets its chunk start's row (the base's features when it planned the chunk)."""
     T = len(next(iter(episode_obs.values())))
     hist = _history_index(T, obs_horizon) if obs_horizon > 1 else None
     starts = np.arange(0, T, chunk_length)
     first = _call(episode_obs, base_action_fn, starts[:batch_size], hist)
+    if first.ndim == 2 and hold:
+        rows = np.concatenate([first] + [_call(episode_obs, base_action_fn, starts[lo:lo + batch_size], hist)
+                                         for lo in range(batch_size, len(starts), batch_size)])
+        return rows[np.arange(T) // chunk_length], len(starts), chunk_length
     if first.ndim == 3:
         if first.shape[1] < min(chunk_length, T):
             raise ValueError(f"base chunks of {first.shape[1]} steps are shorter than chunk_length {chunk_length}")
@@ -116,11 +123,13 @@ def run_base(episode_obs: Mapping[str, np.ndarray], base_action_fn: BaseActionFn
 
 def relabel_episodes(store: Store, episodes: Sequence[int], base_action_fn: BaseActionFn, base_hash: str, *,
                      cache_dir: str | os.PathLike | None = None, obs_horizon: int = 1, chunk_length: int = 1,
-                     obs_keys: Sequence[str] | None = None) -> tuple[dict[int, np.ndarray], RelabelStats]:
+                     obs_keys: Sequence[str] | None = None, tag: str = "",
+                     hold: bool = False) -> tuple[dict[int, np.ndarray], RelabelStats]:
     """{episode: (T, n) base actions} for the given store episodes, from the cache where it holds
     them (same episode length, start time and chunking) and from `base_action_fn` otherwise; new
-    results are written back (atomically) before returning."""
-    path = cache_path(store.path, base_hash, cache_dir, obs_horizon)
+    results are written back (atomically) before returning. `tag` names a separate cache file (e.g.
+    "features"); `hold` is run_base's."""
+    path = cache_path(store.path, base_hash, cache_dir, obs_horizon, tag)
     stats = RelabelStats(cache_path=path)
     tensors, index = _read_cache(path)
     meta = {m["index"]: m for m in store.episodes_meta()}
@@ -138,7 +147,8 @@ def relabel_episodes(store: Store, episodes: Sequence[int], base_action_fn: Base
             continue
         obs = store.load(keys, episodes=[ep])
         obs.pop("episode_ends")
-        out[ep], frames, used = run_base(obs, base_action_fn, obs_horizon=obs_horizon, chunk_length=chunk_length)
+        out[ep], frames, used = run_base(obs, base_action_fn, obs_horizon=obs_horizon, chunk_length=chunk_length,
+                                         hold=hold)
         tensors[name], index[name] = out[ep], [m["length"], m["start_time"], used]
         stats.misses += 1
         stats.frames += frames

@@ -22,8 +22,9 @@ import torch
 
 from robot_rl.policies.sim_eval import OpenLoopChunks, observe
 from robot_rl.rl.agent import ResidualTD3
+from robot_rl.rl.encoder import BASE_FEATURES
 from robot_rl.rl.feed import StoreFeeder, agent_from_store, make_buffers
-from robot_rl.rl.learner import base_action_fn_for
+from robot_rl.rl.learner import base_action_fn_for, base_features_fn_for
 from robot_rl.stats import wilson
 
 
@@ -32,7 +33,7 @@ def rollout(robot, profile, base, agent: ResidualTD3, seed: int, *, max_steps: i
     """One episode of base + residual; returns the arrays the learner would read from the store."""
     robot.reset(seed)
     n_sub = max(1, int(round(robot.control_dt / robot.physics_dt)))
-    chunks = OpenLoopChunks(base, seed)
+    chunks = OpenLoopChunks(base, seed, features=BASE_FEATURES in agent.obs_spec)
     obs_keys = list(agent.obs_spec)
     steps: dict[str, list] = {k: [] for k in (*obs_keys, "base", "action", "phase")}
     success = False
@@ -40,6 +41,8 @@ def rollout(robot, profile, base, agent: ResidualTD3, seed: int, *, max_steps: i
     for _ in range(max_steps):
         obs = observe(robot, profile)
         act, phase = chunks.next(obs)
+        if chunks.features is not None:
+            obs[BASE_FEATURES] = chunks.features
         act = np.asarray(act, dtype=np.float64)
         res = np.zeros_like(act)
         if residual:
@@ -91,10 +94,10 @@ def study(base_dir: Path, store_path: Path, cfg, *, env_steps: int, eval_every: 
     base = load_policy(base_dir, profile)
     cfg = cfg.replace(chunk_length=base.exec_horizon, base_obs_horizon=base.obs_horizon, seed=seed)
     store = Store.open(store_path)
-    agent = agent_from_store(store, cfg)
+    agent = agent_from_store(store, cfg, base_feature_dim=base.feature_dim)
     online, demo = make_buffers(agent)
-    StoreFeeder(store, agent, online, demo, base_action_fn=base_action_fn_for(base),
-                base_hash=base.checkpoint_hash).poll()
+    StoreFeeder(store, agent, online, demo, base_action_fn=base_action_fn_for(base), base_hash=base.checkpoint_hash,
+                base_features_fn=base_features_fn_for(base)).poll()
     lower = np.array([j.lower for j in profile.robot.joints])
     upper = np.array([j.upper for j in profile.robot.joints])
     log = open(out, "a") if out else None
