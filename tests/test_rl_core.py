@@ -221,8 +221,12 @@ def test_target_is_min_over_a_random_pair_and_actor_follows_the_mean():
     feat = agent.policy.encoder(b["obs"])
     loss, res = agent.actor_objective(feat, b["base"], b["phase"])
     x = agent._critic_input(feat, b["base"], b["phase"], (b["base"] + res).clamp(-1, 1))
-    ref = -torch.stack([m(x).squeeze(-1) for m in per_head_modules(agent.critic)]).mean()
-    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+    heads = torch.stack([m(x).squeeze(-1) for m in per_head_modules(agent.critic)])
+    torch.testing.assert_close(loss, -heads.mean(), rtol=1e-5, atol=1e-6)
+    # a pessimistic actor: mean - k * std over the heads (per sample), k = actor_pessimism
+    agent.cfg = agent.cfg.replace(actor_pessimism=0.5)
+    loss, _ = agent.actor_objective(feat, b["base"], b["phase"])
+    torch.testing.assert_close(loss, -(heads.mean(0) - 0.5 * heads.std(0)).mean(), rtol=1e-5, atol=1e-6)
 
 
 # ---- n-step returns and replay -----------------------------------------------------------------------

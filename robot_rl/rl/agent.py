@@ -166,10 +166,14 @@ class ResidualTD3:
             return b["reward"] + b["discount"] * q_next.min(dim=0).values
 
     def actor_objective(self, feat: torch.Tensor, base: torch.Tensor, phase: torch.Tensor):
-        """(-mean over ALL heads and the batch of Q(s, clamp(base + residual)) [+ the residual_l2 penalty], residual)."""
+        """(-mean over ALL heads and the batch of Q(s, clamp(base + residual)) [+ actor_pessimism x the
+        heads' std] [+ the residual_l2 penalty], residual)."""
         res = self.policy.residual(feat, base, phase)
         action = (base + res).clamp(-1.0, 1.0)
-        loss = -self.critic(self._critic_input(feat, base, phase, action)).mean()
+        q = self.critic(self._critic_input(feat, base, phase, action))
+        loss = -q.mean()
+        if self.cfg.actor_pessimism > 0:  # heads disagree off the data: a lower confidence bound stays on it
+            loss = loss + self.cfg.actor_pessimism * q.std(dim=0).mean()
         if self.cfg.residual_l2 > 0:  # relative to the residual's range, so the weight is scale-free
             loss = loss + self.cfg.residual_l2 * (res / self.cfg.action_scale).pow(2).mean()
         return loss, res

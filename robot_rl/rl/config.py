@@ -72,6 +72,7 @@ class ResidualRLConfig:
     weight_decay: float = 0.01  # AdamW
     grad_clip: float = 1.0
     residual_l2: float = 0.0  # actor loss + residual_l2 * mean(residual^2 / action_scale^2): stay near the base
+    actor_pessimism: float = 0.0  # the actor maximises mean - actor_pessimism * std over the critic heads
     # -- schedule ---------------------------------------------------------------------------------
     utd: int = 4  # critic updates per env step
     actor_every: int = 4  # one actor update per this many critic updates
@@ -103,7 +104,7 @@ class ResidualRLConfig:
         check(1 <= self.target_subset <= self.num_critics, f"must be in [1, num_critics={self.num_critics}]",
               "target_subset")
         for name in ("explore_std", "explore_clip", "target_noise", "target_noise_clip", "weight_decay", "residual_l2",
-                     "warmup_env_steps", "critic_warmup_updates", "warmup_noise"):
+                     "warmup_env_steps", "critic_warmup_updates", "warmup_noise", "actor_pessimism"):
             check(getattr(self, name) >= 0, "must be >= 0", name)
         check(0 < self.tau <= 1, "must be in (0, 1]", "tau")
         check(0 < self.gamma <= 1, "must be in (0, 1]", "gamma")

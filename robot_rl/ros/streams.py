@@ -28,8 +28,10 @@ class ObservationSink(Protocol):
     def add_tactile(self, sensor: str, stamp: float, image: np.ndarray) -> None: ...
 
 
-def subscribe_observations(node: Node, profile: Profile, sink: ObservationSink, depth: bool = False) -> dict[str, float]:
-    """Returns the stamp corrections applied (seconds added per stream; 0 when uncalibrated)."""
+def subscribe_observations(node: Node, profile: Profile, sink: ObservationSink, depth: bool = False,
+                           buffer_s: float = 0.05) -> dict[str, float]:
+    """Returns the stamp corrections applied (seconds added per stream; 0 when uncalibrated).
+    `buffer_s`: each reader queue holds this much of its stream (see qos.sensor_subscription)."""
     from robot_rl.calibration.time_offset import stamp_corrections
 
     names = profile.robot.joint_names
@@ -46,7 +48,7 @@ def subscribe_observations(node: Node, profile: Profile, sink: ObservationSink, 
         sink.add_joint_state(convert.from_time(msg.header.stamp) + fix["joint_state"], position, velocity)
 
     node.create_subscription(JointState, topics.JOINT_STATES, on_joint_state,
-                             qos.sensor_subscription(profile.robot.state_rate_hz))
+                             qos.sensor_subscription(profile.robot.state_rate_hz, buffer_s))
     for cam in profile.cameras:
         kinds = ["color", "depth"] if depth and cam.depth else ["color"]
         for kind in kinds:
@@ -54,12 +56,12 @@ def subscribe_observations(node: Node, profile: Profile, sink: ObservationSink, 
             node.create_subscription(
                 Image, topic, lambda m, k=kind, c=cam.name: sink.add_image(
                     k, c, convert.from_time(m.header.stamp) + fix[f"{k}/{c}"], convert.msg_to_image(m)),
-                qos.sensor_subscription(cam.fps))
+                qos.sensor_subscription(cam.fps, buffer_s))
     for tac in profile.tactile:
         node.create_subscription(
             Image, topics.tactile_image(tac.name), lambda m, s=tac.name: sink.add_tactile(
                 s, convert.from_time(m.header.stamp) + fix[f"tactile/{s}"], convert.msg_to_image(m)),
-            qos.sensor_subscription(tac.rate_hz))
+            qos.sensor_subscription(tac.rate_hz, buffer_s))
     if profile.state_names:
         from robot_rl.data.recording import STATE, STATE_KIND, STATE_NAME
 
@@ -74,7 +76,7 @@ def subscribe_observations(node: Node, profile: Profile, sink: ObservationSink, 
                            values.astype(np.float32))
 
         node.create_subscription(JointState, topics.ROBOT_STATE, on_state,
-                                 qos.sensor_subscription(profile.robot.state_rate_hz))
+                                 qos.sensor_subscription(profile.robot.state_rate_hz, buffer_s))
     return fix
 
 
