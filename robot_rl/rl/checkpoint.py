@@ -216,6 +216,12 @@ def _arch_diff(got: Mapping, want: Mapping) -> str:
     return ", ".join(f"{k}: got {json.dumps(got.get(k))[:80]}, expected {json.dumps(want.get(k))[:80]}" for k in fields)
 
 
+def _finite(t: torch.Tensor) -> bool:
+    """No NaN or Inf: min and max in one reduction (NaN propagates), no tensor-sized bool mask."""
+    lo, hi = torch.aminmax(t)
+    return bool(torch.isfinite(lo) & torch.isfinite(hi))
+
+
 def load_actor_weights(data: bytes, metadata: Mapping[str, Any],
                        expected_architecture: Mapping[str, Any] | str) -> dict[str, torch.Tensor]:
     """Validate received weights and return the state_dict for `ResidualPolicy(expected_architecture)`.
@@ -248,7 +254,7 @@ def load_actor_weights(data: bytes, metadata: Mapping[str, Any],
             raise WeightsRejected("shape", f"{k}: shape {tuple(sd[k].shape)}, expected {shape}")
         if sd[k].dtype != dtype:
             raise WeightsRejected("dtype", f"{k}: dtype {sd[k].dtype}, expected {dtype}")
-        if sd[k].is_floating_point() and not bool(torch.isfinite(sd[k]).all()):
+        if sd[k].is_floating_point() and sd[k].numel() and not _finite(sd[k]):
             raise WeightsRejected("non_finite", f"{k} holds NaN or Inf")
     return sd
 
