@@ -223,6 +223,15 @@ def test_target_is_min_over_a_random_pair_and_actor_follows_the_mean():
     x = agent._critic_input(feat, b["base"], b["phase"], (b["base"] + res).clamp(-1, 1))
     heads = torch.stack([m(x).squeeze(-1) for m in per_head_modules(agent.critic)])
     torch.testing.assert_close(loss, -heads.mean(), rtol=1e-5, atol=1e-6)
+    # residual_pull: the per-sample norm of dQ/d(residual), Q averaged over the heads
+    res = agent.policy.residual(feat, b["base"], b["phase"])
+    q = agent.critic(agent._critic_input(feat, b["base"], b["phase"], (b["base"] + res).clamp(-1, 1))).mean(0)
+    expected_pull = torch.autograd.grad(q.sum(), res)[0].norm(dim=1).mean()
+    agent._actor_update(feat.detach(), b["base"], b["phase"])
+    torch.testing.assert_close(agent.last_residual_pull, expected_pull, rtol=1e-4, atol=1e-7)
+    loss, _ = agent.actor_objective(feat, b["base"], b["phase"])  # after the actor step
+    x = agent._critic_input(feat, b["base"], b["phase"], (b["base"] + agent.policy.residual(feat, b["base"], b["phase"])).clamp(-1, 1))
+    heads = torch.stack([m(x).squeeze(-1) for m in per_head_modules(agent.critic)])
     # a pessimistic actor: mean - k * std over the heads (per sample), k = actor_pessimism
     agent.cfg = agent.cfg.replace(actor_pessimism=0.5)
     loss, _ = agent.actor_objective(feat, b["base"], b["phase"])

@@ -202,15 +202,19 @@ class ResidualTD3:
         n = self.critic_updates
         if n > cfg.critic_warmup_updates and n % cfg.actor_every == 0:
             actor_loss, res = self._actor_update(feat.detach(), b["base"], b["phase"])
-            names += ["actor_loss", "residual_abs_mean", "residual_abs_max"]
-            values += [actor_loss, res.abs().mean(), res.abs().max()]
+            names += ["actor_loss", "residual_abs_mean", "residual_abs_max", "residual_pull"]
+            values += [actor_loss, res.abs().mean(), res.abs().max(), self.last_residual_pull]
         out = dict(zip(names, torch.stack([v.float() for v in values]).tolist()))
         out.update(critic_updates=n, actor_updates=self.actor_updates)
         return out
 
     def _actor_update(self, feat, base, phase):
         loss, res = self.actor_objective(feat, base, phase)
-        grads = torch.autograd.grad(loss, self.actor_params)  # no wasted critic weight gradients
+        # no wasted critic weight gradients; the residual's own gradient comes with the same backward
+        res_grad, *grads = torch.autograd.grad(loss, [res, *self.actor_params])
+        # how hard the objective pulls each sample's residual (normalised units): near zero means a
+        # critic flat in the action, whose noise Adam would still turn into full-size steps
+        self.last_residual_pull = (res_grad * res.shape[0]).norm(dim=1).mean().detach()
         for p, g in zip(self.actor_params, grads):
             p.grad = g
         nn.utils.clip_grad_norm_(self.actor_params, self.cfg.grad_clip)
