@@ -128,3 +128,28 @@ def test_runner_with_base_features_checks_their_size(tmp_path):
     obs[BASE_FEATURES] = np.ones(8, np.float32)
     base = ep["action"][0].astype(np.float64)
     assert np.array_equal(runner.apply(obs, base, 0, explore=False), np.zeros_like(base))
+
+
+def test_runner_holds_exploration_noise_for_a_chunk(tmp_path):
+    """explore_hold: chunk -> one noise draw per base chunk (phase 0 or a phase that went back)."""
+    from robot_rl.control.residual import ResidualRunner
+
+    write_episodes(PROFILE, tmp_path / "store.zarr", "demo", 1)
+    store = Store.open(tmp_path / "store.zarr")
+    agent = agent_from_store(store, preset("tiny", chunk_length=3, explore_hold="chunk"))
+    data, meta = export_actor_weights(agent)
+    assert meta["explore_hold"] == "chunk"
+    runner = ResidualRunner(PROFILE, 3, "tiny")
+    assert runner.offer(data, meta)
+    ep = store.read_episode(0)
+    obs = {k: ep[k][0] for k in agent.obs_spec}
+    base = ep["action"][0].astype(np.float64)
+    per_tick = [runner.apply(obs, base, phase, explore=True) for phase in (0, 1, 2, 0, 1, 1)]
+    assert np.abs(per_tick[0]).max() > 0
+    assert np.array_equal(per_tick[0], per_tick[1]) and np.array_equal(per_tick[1], per_tick[2])
+    assert not np.array_equal(per_tick[2], per_tick[3])  # a new chunk: a new draw
+    assert np.array_equal(per_tick[3], per_tick[4]) and not np.array_equal(per_tick[4], per_tick[5])
+    assert np.array_equal(runner.apply(obs, base, 2, explore=False), np.zeros_like(base))
+    step = ResidualRunner(PROFILE, 3, "tiny")  # the default: a fresh draw every tick
+    assert step.offer(*export_actor_weights(agent_from_store(store, preset("tiny", chunk_length=3))))
+    assert not np.array_equal(step.apply(obs, base, 0, explore=True), step.apply(obs, base, 1, explore=True))

@@ -18,6 +18,7 @@ from robot_rl.data.recording import store_layout
 from robot_rl.data.schema import KeySpec
 from robot_rl.rl import WeightsRejected, architecture, load_config, policy_from_weights, preset
 from robot_rl.rl.encoder import BASE_FEATURES, obs_spec_from_keys
+from robot_rl.rl.networks import exploration_noise
 
 
 @dataclass
@@ -48,6 +49,7 @@ class ResidualRunner:
         self.counters = ResidualCounters()
         self.generator = torch.Generator().manual_seed(seed)
         self._lock = threading.Lock()  # guards the counters; the policy swap itself is one assignment
+        self._held, self._held_phase = None, -1  # exploration noise held for the chunk (explore_hold: chunk)
         torch.set_num_threads(1)
 
     def offer(self, data: bytes, metadata: dict) -> bool:
@@ -83,9 +85,17 @@ class ResidualRunner:
             return np.zeros_like(base)
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v))[None] for k, v in obs.items()}
         kind = meta.get("exploration", "gaussian") if explore else "none"
+        noise_args = dict(std=meta.get("explore_std", 0.05), clip=meta.get("explore_clip", 0.3),
+                          uniform=meta.get("warmup_noise", 0.2))
+        noise = None
+        if kind != "none" and meta.get("explore_hold") == "chunk":  # one draw per base chunk
+            if self._held is None or phase == 0 or phase <= self._held_phase:
+                self._held = exploration_noise((1, len(base)), kind, std=noise_args["std"], clip=noise_args["clip"],
+                                               scale=noise_args["uniform"], generator=self.generator, device="cpu")
+            self._held_phase = phase
+            noise = self._held
         out = policy(tensors, torch.from_numpy(np.asarray(base, np.float32))[None], torch.tensor([phase]),
-                     explore=kind, std=meta.get("explore_std", 0.05), clip=meta.get("explore_clip", 0.3),
-                     uniform=meta.get("warmup_noise", 0.2), generator=self.generator)
+                     explore=kind, generator=self.generator, noise=noise, **noise_args)
         # The pure residual in joint units: the caller adds it to the base and clips to the joint limits,
         # so a zero residual reproduces the base exactly even outside the learner's widened action range.
         return (out.residual_normalized[0] * policy.action_norm.half_range).numpy().astype(np.float64)

@@ -125,14 +125,22 @@ class ResidualTD3:
                                   generator=self.generators["act"], device=self.device)
         return res + noise
 
+    def draw_noise(self, shape, explore: bool) -> torch.Tensor:
+        """One exploration draw (normalised) of the current kind: what a policy holding noise for a
+        chunk (`explore_hold: chunk`) draws at each chunk start."""
+        return exploration_noise(shape, self.exploration_kind(explore), std=self.cfg.explore_std,
+                                 clip=self.cfg.explore_clip, scale=self.cfg.warmup_noise,
+                                 generator=self.generators["act"], device=self.device)
+
     @torch.no_grad()
-    def policy_step(self, obs: Mapping[str, Any], base_action: Any, phase: Any, explore: bool = False) -> PolicyOutput:
+    def policy_step(self, obs: Mapping[str, Any], base_action: Any, phase: Any, explore: bool = False,
+                    noise: torch.Tensor | None = None) -> PolicyOutput:
         """Raw observation + raw base action -> executed raw action (what a policy node runs)."""
         obs = {k: torch.as_tensor(v, device=self.device) for k, v in obs.items()}
         base, phase = torch.as_tensor(base_action, device=self.device), torch.as_tensor(phase, device=self.device)
         return self.policy(obs, base, phase,
                            explore=self.exploration_kind(explore), std=self.cfg.explore_std, clip=self.cfg.explore_clip,
-                           uniform=self.cfg.warmup_noise, generator=self.generators["act"])
+                           uniform=self.cfg.warmup_noise, generator=self.generators["act"], noise=noise)
 
     # ---- learning -----------------------------------------------------------------------------
 

@@ -199,7 +199,7 @@ def export_actor_weights(agent: ResidualTD3) -> tuple[bytes, dict[str, Any]]:
             "actor_updates": agent.actor_updates, "sha256": hashlib.sha256(data).hexdigest(),
             "architecture": architecture_json(agent.arch), "exploration": agent.exploration_kind(True),
             "explore_std": agent.cfg.explore_std, "explore_clip": agent.cfg.explore_clip,
-            "warmup_noise": agent.cfg.warmup_noise}
+            "warmup_noise": agent.cfg.warmup_noise, "explore_hold": agent.cfg.explore_hold}
     return data, meta
 
 

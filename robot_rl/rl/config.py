@@ -62,6 +62,10 @@ class ResidualRLConfig:
     # -- TD3 --------------------------------------------------------------------------------------
     explore_std: float = 0.05  # truncated Gaussian on the residual (normalised units)
     explore_clip: float = 0.3
+    # "chunk": one noise draw held for each base chunk instead of a fresh draw per tick. Per-tick noise
+    # on position targets is low-passed away by the arm, so outcomes barely depend on it and the
+    # critic learns nothing about corrections; a held offset moves where the arm actually goes.
+    explore_hold: Literal["step", "chunk"] = "step"
     target_noise: float = 0.2  # target policy smoothing
     target_noise_clip: float = 0.3
     tau: float = 0.005

@@ -214,13 +214,16 @@ class ResidualPolicy(nn.Module):
     @torch.no_grad()
     def forward(self, obs: Mapping[str, torch.Tensor], base_action: torch.Tensor, phase: torch.Tensor,
                 explore: str = "none", std: float = 0.05, clip: float = 0.3, uniform: float = 0.2,
-                generator: torch.Generator | None = None) -> PolicyOutput:
+                generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> PolicyOutput:
         """One control tick (batched): raw base action in, executed raw action out. explore:
-        none | gaussian (std, clip) | uniform (+-uniform, the env warm-up)."""
+        none | gaussian (std, clip) | uniform (+-uniform, the env warm-up). `noise`: use this
+        exploration noise (normalised) instead of drawing one (a caller holding it for a chunk)."""
         base_n = self.action_norm.normalize(base_action.float())
         res = self.residual(self.encoder(obs), base_n, phase)
-        res = res + exploration_noise(res.shape, explore, std=std, clip=clip, scale=uniform,
+        if noise is None:
+            noise = exploration_noise(res.shape, explore, std=std, clip=clip, scale=uniform,
                                       generator=generator, device=res.device)
+        res = res + noise.to(res.device)
         action = self.action_norm.combine(base_action.float(), res)
         return PolicyOutput(action, action - base_action, res)
 

@@ -37,6 +37,7 @@ def rollout(robot, profile, base, agent: ResidualTD3, seed: int, *, max_steps: i
     obs_keys = list(agent.obs_spec)
     steps: dict[str, list] = {k: [] for k in (*obs_keys, "base", "action", "phase")}
     success = False
+    held = None  # the chunk's exploration noise with explore_hold: chunk (None: a fresh draw per tick)
     half = agent.policy.action_norm.half_range.cpu().numpy()
     for _ in range(max_steps):
         obs = observe(robot, profile)
@@ -46,8 +47,10 @@ def rollout(robot, profile, base, agent: ResidualTD3, seed: int, *, max_steps: i
         act = np.asarray(act, dtype=np.float64)
         res = np.zeros_like(act)
         if residual:
+            if phase == 0 and explore and agent.cfg.explore_hold == "chunk":
+                held = agent.draw_noise((1, len(act)), explore)
             out = agent.policy_step({k: obs[k][None] for k in obs_keys}, act[None].astype(np.float32),
-                                    torch.tensor([phase]), explore=explore)
+                                    torch.tensor([phase]), explore=explore, noise=held)
             res = out.residual_normalized[0].cpu().numpy() * half
         command = np.clip(act + res, lower, upper)
         for k in obs_keys:
