@@ -204,7 +204,6 @@ def export_actor_weights(agent: ResidualTD3) -> tuple[bytes, dict[str, Any]]:
 
 
 @functools.lru_cache(maxsize=8)
-@functools.lru_cache(maxsize=8)
 def _expected_tensors(arch_json: str) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     with torch.device("meta"):  # shapes and dtypes only: no allocation, no random init
         sd = ResidualPolicy(json.loads(arch_json)).state_dict()

@@ -63,8 +63,7 @@ class ResidualRLConfig:
     explore_std: float = 0.05  # truncated Gaussian on the residual (normalised units)
     explore_clip: float = 0.3
     # "chunk": one noise draw held for each base chunk instead of a fresh draw per tick. Per-tick noise
-    # on position targets is low-passed away by the arm, so outcomes barely depend on it and the
-    # critic learns nothing about corrections; a held offset moves where the arm actually goes.
+    # on position targets is largely low-passed away by the arm; a held offset moves where it goes.
     explore_hold: Literal["step", "chunk"] = "step"
     target_noise: float = 0.2  # target policy smoothing
     target_noise_clip: float = 0.3
@@ -91,7 +90,7 @@ class ResidualRLConfig:
     demos_successful_only: bool = True
     # project stored actions into base +- action_scale (demos, interventions): the critic then only
     # scores actions the actor can produce; unprojected, successful demos far outside the range teach it
-    # that "far from the base" means success, and the actor runs to its bound (docs/residual_rl.md)
+    # that "far from the base" means success (docs/residual_rl.md)
     project_actions: bool = True
     interventions_to_demo: bool = True  # SERL: intervention episodes go to both buffers
     base_obs_horizon: int = 1  # frames per observation handed to base_action_fn when relabelling

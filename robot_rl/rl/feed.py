@@ -123,11 +123,14 @@ class StoreFeeder:
                 self.store, demos, self.base_action_fn, self.base_hash, cache_dir=self.cache_dir,
                 obs_horizon=cfg.base_obs_horizon, chunk_length=cfg.chunk_length)
         features: dict[int, np.ndarray] = {}
-        if BASE_FEATURES in self.agent.obs_spec:
-            wanted = [m["index"] for m in todo if m["index"] in relabelled or m["source"] in ONLINE_SOURCES]
-            features, _ = relabel_episodes(self.store, wanted, self.base_features_fn, self.base_hash,
-                                           cache_dir=self.cache_dir, obs_horizon=cfg.base_obs_horizon,
-                                           chunk_length=cfg.chunk_length, tag="features", hold=True)
+        if BASE_FEATURES in self.agent.obs_spec:  # demos cached like their relabels; rollouts computed once
+            for wanted, cache in (([i for i in relabelled], True),
+                                  ([m["index"] for m in todo if m["source"] in ONLINE_SOURCES], False)):
+                if wanted:
+                    features.update(relabel_episodes(
+                        self.store, wanted, self.base_features_fn, self.base_hash, cache_dir=self.cache_dir,
+                        obs_horizon=cfg.base_obs_horizon, chunk_length=cfg.chunk_length, tag="features",
+                        hold=True, cache=cache)[0])
         for m in todo:
             self._add(m, relabelled.get(m["index"]), result, features.get(m["index"]))
             result.episodes += 1

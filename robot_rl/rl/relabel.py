@@ -123,15 +123,16 @@ def run_base(episode_obs: Mapping[str, np.ndarray], base_action_fn: BaseActionFn
 
 def relabel_episodes(store: Store, episodes: Sequence[int], base_action_fn: BaseActionFn, base_hash: str, *,
                      cache_dir: str | os.PathLike | None = None, obs_horizon: int = 1, chunk_length: int = 1,
-                     obs_keys: Sequence[str] | None = None, tag: str = "",
-                     hold: bool = False) -> tuple[dict[int, np.ndarray], RelabelStats]:
+                     obs_keys: Sequence[str] | None = None, tag: str = "", hold: bool = False,
+                     cache: bool = True) -> tuple[dict[int, np.ndarray], RelabelStats]:
     """{episode: (T, n) base actions} for the given store episodes, from the cache where it holds
     them (same episode length, start time and chunking) and from `base_action_fn` otherwise; new
     results are written back (atomically) before returning. `tag` names a separate cache file (e.g.
-    "features"); `hold` is run_base's."""
+    "features"); `hold` is run_base's; `cache=False` computes without reading or writing one (the
+    file is rewritten whole, so it is for demos, not for a session's growing rollouts)."""
     path = cache_path(store.path, base_hash, cache_dir, obs_horizon, tag)
-    stats = RelabelStats(cache_path=path)
-    tensors, index = _read_cache(path)
+    stats = RelabelStats(cache_path=path if cache else None)
+    tensors, index = _read_cache(path) if cache else ({}, {})
     meta = {m["index"]: m for m in store.episodes_meta()}
     keys = list(obs_keys) if obs_keys is not None else [k for k in store.keys if k.startswith("obs/")]
     out: dict[int, np.ndarray] = {}
@@ -153,6 +154,6 @@ def relabel_episodes(store: Store, episodes: Sequence[int], base_action_fn: Base
         stats.misses += 1
         stats.frames += frames
         dirty = True
-    if dirty:
+    if dirty and cache:
         _write_cache(path, tensors, index, base_hash)
     return out, stats
