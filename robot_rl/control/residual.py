@@ -39,6 +39,7 @@ class ResidualRunner:
         keys, _ = store_layout(profile)
         spec = obs_spec_from_keys(keys, cfg.encoder)
         self.wants_base_features = cfg.encoder.base_features  # the caller adds them to each tick's obs
+        self.features_key = BASE_FEATURES
         if self.wants_base_features:
             if not base_feature_dim:
                 raise ConfigError("encoder.base_features needs the base policy's feature size", "rl_config")

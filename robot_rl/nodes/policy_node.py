@@ -22,7 +22,6 @@ from robot_rl.control.chunking import ChunkExecutor, ObservationHistory
 from robot_rl.control.intervention import InterventionGate
 from robot_rl.data.align import AsOfAligner
 from robot_rl.data.recording import ACTION, observation_values, stream_max_ages
-from robot_rl.rl.encoder import BASE_FEATURES
 from robot_rl.ros import convert, qos, topics
 from robot_rl.ros.node import OK, WARN, RobotRLNode, run_node
 from robot_rl.ros.streams import AlignerSink, subscribe_observations
@@ -161,7 +160,7 @@ class PolicyNode(RobotRLNode):
         elif self.residual is not None:  # every tick, even when no new chunk was computed
             current = {k: v[-1] for k, v in self.history.window().items()}
             if self.residual.wants_base_features:
-                current[BASE_FEATURES] = self.chunks.features()
+                current[self.residual.features_key] = self.chunks.features()
             residual = self.residual.apply(current, base, phase, explore=self.params.explore)
         self.publish(t, base, residual)
         if not waited:  # the control tick itself (a cached chunk), not the inference it waited for
