@@ -93,6 +93,14 @@ def critic(data: RunData):
             ax.set_ylabel("loss")
         else:
             empty_panel(ax, f"{' / '.join(wanted) or 'actor loss'} not recorded yet (critic warm-up)")
+    pulls = [k for k in ("residual_pull", "residual_abs_mean") if k in keys]
+    if pulls:  # is the actor following a critic with a real slope, and how far has it gone?
+        twin = ax_a.twinx()
+        for i, k in enumerate(pulls):
+            xs, ys = learner_series(eps, k, "critic_updates")
+            twin.plot(xs, ys, ls="--", color=f"C{i + 6}", label=f"{k} (right)")
+        twin.set_ylabel("normalised units")
+        twin.legend(fontsize=8, loc="center right")
     ax_a.set_xlabel("critic updates")
     return fig
 
