@@ -51,7 +51,9 @@ def test_sensor_streams_rates_encodings_and_camera_info(sim):
     sim.reset()
     assert sim.probe.wait_count(topics.JOINT_STATES, 200, timeout=30)  # ~2 s of joint states
     js = sim.probe.stats(topics.JOINT_STATES)
-    assert js["rate_hz"] == pytest.approx(PROFILE.robot.state_rate_hz, rel=0.10)
+    # the cadence from capture stamps (a loaded CI machine stalls the realtime sim now and then, which
+    # lowers the average rate but not the median period between states)
+    assert js["period_median_s"] == pytest.approx(1.0 / PROFILE.robot.state_rate_hz, rel=0.10)
     msg = sim.probe.latest(topics.JOINT_STATES).msg
     assert list(msg.name) == JOINTS and len(msg.position) == len(msg.velocity) == len(JOINTS)
     for cam in PROFILE.cameras:
@@ -61,7 +63,7 @@ def test_sensor_streams_rates_encodings_and_camera_info(sim):
         assert image.shape == (cam.height, cam.width, 3) and image.std() > 5  # a real picture, not blank
         depth = sim.probe.latest(topics.camera_depth(cam.name)).msg
         assert depth.encoding == "16UC1" and convert.msg_to_image(depth).shape == (cam.height, cam.width)
-        assert sim.probe.stats(topics.camera_color(cam.name))["rate_hz"] == pytest.approx(cam.fps, rel=0.15)
+        assert sim.probe.stats(topics.camera_color(cam.name))["period_median_s"] == pytest.approx(1.0 / cam.fps, rel=0.15)
         info = sim.probe.latest(topics.camera_info(cam.name)).msg
         assert (info.width, info.height) == (cam.width, cam.height)
         fx, fy, cx, cy = info.k[0], info.k[4], info.k[2], info.k[5]

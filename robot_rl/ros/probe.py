@@ -130,15 +130,18 @@ class TopicProbe:
 
     # -- statistics -----------------------------------------------------------------------------
     def stats(self, topic: str) -> dict[str, float]:
-        """Count, rate from capture stamps, and stamp->receive latency percentiles (ms)."""
+        """Count, rate and median period from capture stamps, and stamp->receive latency percentiles (ms)."""
         with self._cond:
             items = list(self.arrivals[topic])
         if len(items) < 2:
-            return {"count": len(items), "rate_hz": 0.0, "latency_p50_ms": float("nan"), "latency_p99_ms": float("nan")}
+            return {"count": len(items), "rate_hz": 0.0, "period_median_s": float("nan"), "latency_p50_ms": float("nan"),
+                    "latency_p99_ms": float("nan")}
         stamps = np.array([a.stamp for a in items])
         latency = (np.array([a.received for a in items]) - stamps) * 1e3
         span = stamps[-1] - stamps[0]
         return {"count": len(items), "rate_hz": (len(items) - 1) / span if span > 0 else 0.0,
+                # the stream's cadence, robust to a few stalls of a loaded machine (unlike rate_hz)
+                "period_median_s": float(np.median(np.diff(stamps))),
                 "latency_p50_ms": float(np.percentile(latency, 50)),
                 "latency_p99_ms": float(np.percentile(latency, 99))}
 
