@@ -54,7 +54,7 @@ def test_sim_episode_ends_on_success_and_commits_success():
     drive(backend, s, 30, success_at=12)
     result = s.run_episode()
     assert result["success"] and result["steps"] == 12
-    assert backend.calls == ["reset", "start", "policy=True", "policy=False", "commit=True"]
+    assert backend.calls == ["reset", "discard", "start", "policy=True", "policy=False", "commit=True"]
     assert s.stats.success_rate() == 1.0
 
 
@@ -102,3 +102,54 @@ def test_operator_labels_and_resets():
     threading.Thread(target=operator, daemon=True).start()
     result = s.run_episode()
     assert result["success"] and result["steps"] == 3 and backend.calls[-1] == "commit=True"
+
+
+class LostStartAnswer(Backend):
+    """The recorder's state, and a first start whose answer is lost after the recorder started."""
+
+    def __init__(self):
+        super().__init__()
+        self.recording, self.lose_next_answer = True, True  # a previous manager's recording, too
+
+    def start_recording(self):
+        if self.recording:
+            raise RuntimeError("/recorder/start: already recording (stop or discard first)")
+        self.recording = True
+        self.calls.append("start")
+        if self.lose_next_answer:
+            self.lose_next_answer = False
+            raise RuntimeError("service /recorder/start did not answer")
+
+    def commit(self, success):
+        self.recording = False
+        return super().commit(success)
+
+    def discard(self):
+        self.recording = False
+        super().discard()
+
+
+def steps_after_next_enable(backend, session, steps, episode):
+    enabled = backend.calls.count("policy=True")
+
+    def run():
+        while backend.calls.count("policy=True") == enabled:
+            time.sleep(0.001)
+        for _ in range(steps):
+            session.step(False, episode)
+            time.sleep(0.005)
+    threading.Thread(target=run, daemon=True).start()
+
+
+def test_a_start_whose_answer_was_lost_does_not_block_the_session():
+    backend = LostStartAnswer()
+    session = EpisodeSession(backend, max_steps=3, label="sim", reset="auto", step_timeout_s=5.0)
+    with pytest.raises(RuntimeError, match="did not answer"):
+        session.run_episode()  # the manager retries the episode after such an error
+    steps_after_next_enable(backend, session, 3, episode=2)
+    result = session.run_episode()
+    assert result["steps"] == 3 and backend.calls[-6:] == ["reset", "discard", "start", "policy=True",
+                                                            "policy=False", "commit=False"]
+    steps_after_next_enable(backend, session, 3, episode=3)
+    session.run_episode()
+    assert backend.calls[-5:] == ["reset", "start", "policy=True", "policy=False", "commit=False"]  # no needless discard

@@ -55,6 +55,10 @@ class EpisodeSession:
         if label == "classifier" and detector is None:
             raise ValueError("label 'classifier' needs a success detector (from a reward classifier)")
         self.backend = backend
+        # Whether the recorder may hold a recording this session did not finish: at the start (a previous
+        # manager's), and after a start call that failed (its answer can be lost after the recorder
+        # started, and every later start would then be refused as "already recording").
+        self._recorder_unknown = True
         self.detector = detector  # update(p | None) -> fired; reset()
         self.max_steps, self.label_source, self.reset_mode = max_steps, label, reset
         self.step_timeout_s = step_timeout_s
@@ -127,7 +131,11 @@ class EpisodeSession:
             if self.detector is not None:
                 self.detector.reset()
             self._episode = state.get("episode")
+        if self._recorder_unknown:
+            self.backend.discard()
+        self._recorder_unknown = True
         self.backend.start_recording()
+        self._recorder_unknown = False
         self.backend.set_policy(True)
         start = time.monotonic()
         last_steps, last_progress = 0, time.monotonic()
