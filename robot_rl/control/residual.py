@@ -86,17 +86,16 @@ class ResidualRunner:
             return np.zeros_like(base)
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v))[None] for k, v in obs.items()}
         kind = meta.get("exploration", "gaussian") if explore else "none"
-        noise_args = dict(std=meta.get("explore_std", 0.05), clip=meta.get("explore_clip", 0.3),
-                          uniform=meta.get("warmup_noise", 0.2))
-        noise = None
+        std, clip, uniform = meta.get("explore_std", 0.05), meta.get("explore_clip", 0.3), meta.get("warmup_noise", 0.2)
+        noise = None  # None: the policy draws afresh this tick
         if kind != "none" and meta.get("explore_hold") == "chunk":  # one draw per base chunk
             if self._held is None or phase == 0 or phase <= self._held_phase:
-                self._held = exploration_noise((1, len(base)), kind, std=noise_args["std"], clip=noise_args["clip"],
-                                               scale=noise_args["uniform"], generator=self.generator, device="cpu")
+                self._held = exploration_noise((1, len(base)), kind, std=std, clip=clip, scale=uniform,
+                                               generator=self.generator, device="cpu")
             self._held_phase = phase
             noise = self._held
         out = policy(tensors, torch.from_numpy(np.asarray(base, np.float32))[None], torch.tensor([phase]),
-                     explore=kind, generator=self.generator, noise=noise, **noise_args)
+                     explore=kind, std=std, clip=clip, uniform=uniform, generator=self.generator, noise=noise)
         # The pure residual in joint units: the caller adds it to the base and clips to the joint limits,
         # so a zero residual reproduces the base exactly even outside the learner's widened action range.
         return (out.residual_normalized[0] * policy.action_norm.half_range).numpy().astype(np.float64)

@@ -120,14 +120,11 @@ class ResidualTD3:
         chunk phases (B,). explore: uniform noise during the env warm-up, else truncated Gaussian."""
         base_action, phase = base_action.to(self.device).float(), phase.to(self.device)
         res = self.policy.residual(features.to(self.device), base_action, phase)
-        noise = exploration_noise(res.shape, self.exploration_kind(explore), std=self.cfg.explore_std,
-                                  clip=self.cfg.explore_clip, scale=self.cfg.warmup_noise,
-                                  generator=self.generators["act"], device=self.device)
-        return res + noise
+        return res + self.draw_noise(res.shape, explore)
 
     def draw_noise(self, shape, explore: bool) -> torch.Tensor:
-        """One exploration draw (normalised) of the current kind: what a policy holding noise for a
-        chunk (`explore_hold: chunk`) draws at each chunk start."""
+        """One exploration draw (normalised) of the current kind (also what a policy holding noise for
+        a chunk, `explore_hold: chunk`, draws at each chunk start)."""
         return exploration_noise(shape, self.exploration_kind(explore), std=self.cfg.explore_std,
                                  clip=self.cfg.explore_clip, scale=self.cfg.warmup_noise,
                                  generator=self.generators["act"], device=self.device)

@@ -18,24 +18,20 @@ class LearnerError(RuntimeError):
     """The learner cannot start as configured; the message says what to fix."""
 
 
+def _base_window(base, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A batch of store frames (or frame windows) as the base's input: its keys, a horizon axis."""
+    obs = {k: v for k, v in obs.items() if k in base.obs_keys}
+    return {k: v[:, None] for k, v in obs.items()} if base.obs_horizon == 1 else obs
+
+
 def base_action_fn_for(base):
     """Relabelling queries for a robot_rl.policies base: whole chunks, deterministic (cacheable)."""
-    def fn(obs: dict[str, np.ndarray]) -> np.ndarray:
-        obs = {k: v for k, v in obs.items() if k in base.obs_keys}
-        if base.obs_horizon == 1:
-            obs = {k: v[:, None] for k, v in obs.items()}
-        return base.predict(obs, seed=0)
-    return fn
+    return lambda obs: base.predict(_base_window(base, obs), seed=0)
 
 
 def base_features_fn_for(base):
     """The base encoder's features of an observation batch (B, feature_dim), for encoder.base_features."""
-    def fn(obs: dict[str, np.ndarray]) -> np.ndarray:
-        obs = {k: v for k, v in obs.items() if k in base.obs_keys}
-        if base.obs_horizon == 1:
-            obs = {k: v[:, None] for k, v in obs.items()}
-        return base.features(obs).numpy()
-    return fn
+    return lambda obs: base.features(_base_window(base, obs)).numpy()
 
 
 class Learner:
