@@ -22,6 +22,7 @@ from robot_rl.rl import (
     ingest, load_actor_weights, load_checkpoint, load_config, make_buffers, n_step_returns, policy_from_weights,
     preset, relabel_episodes, sample_batch, save_checkpoint,
 )
+from robot_rl.rl import checkpoint
 from robot_rl.rl.networks import (
     EnsembleLayerNormReLU, EnsembleLinear, _HeadTiledLayerNormReLU, architecture,
 )
@@ -590,7 +591,10 @@ def test_weight_export_import_round_trip():
     assert set(sd) == set(agent.policy.state_dict())
 
 
-def test_weight_import_rejections():
+@pytest.mark.parametrize("hash_in_thread", [False, True])
+def test_weight_import_rejections(hash_in_thread, monkeypatch):
+    # big messages are hashed in a thread while the tensors are checked: same verdicts either way
+    monkeypatch.setattr(checkpoint._Sha256, "THREAD_ABOVE", 0 if hash_in_thread else 1 << 40)
     agent = trained_agent()
     data, meta = export_actor_weights(agent)
     arch = agent.arch
@@ -612,6 +616,8 @@ def test_weight_import_rejections():
     assert reason(half, {**meta, "sha256": hashlib.sha256(half).hexdigest()}) == "corrupt"
     assert reason(bytes(corrupted), meta) == "checksum"  # flipped bytes under the original checksum
     assert reason(data, {**meta, "sha256": "0" * 64}) == "checksum"
+    with pytest.raises(WeightsRejected, match="checksum"):  # also when the bytes would build a policy
+        policy_from_weights(data, {**meta, "sha256": "0" * 64}, arch)
     nan = dict(sd)
     nan["actor.head.weight"] = nan["actor.head.weight"].clone()
     nan["actor.head.weight"][0, 0] = float("nan")

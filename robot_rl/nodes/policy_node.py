@@ -56,6 +56,11 @@ class PolicyNode(RobotRLNode):
         self.residual = None
         if p.residual:
             from robot_rl.control.residual import ResidualRunner
+            from robot_rl.rl.cpu import keep_freed_memory
+
+            # every weights message allocates tens of MB (deserialise, copy, tensors); glibc would mmap and
+            # unmap each, and the page faults cost ~15x the copies (bench/control.py: swap p95 at 23.6 MB)
+            keep_freed_memory()
 
             try:
                 self.residual = ResidualRunner(self.profile, self.policy.exec_horizon, p.rl_preset, p.seed,

@@ -3,6 +3,8 @@
 Measured on the 2-core development machine (bench/learner.py): glibc returns every allocation above
 32 MB to the OS on free, so each backward pass page-faults fresh memory for the recipe critic's
 40 MB weight gradients (bmm 74 ms instead of 58 ms); keeping freed memory in the heap removes that.
+The policy node keeps it too: each weights message is tens of MB of buffers and copies, and page
+faults were most of a 23.6 MB swap (bench/control.py: p95 60 ms -> 36 ms).
 Intra-op threads that other processes keep descheduled turn every parallel op into a wait
 (x10 slower updates on a loaded machine): use one thread per core the learner really owns.
 """
