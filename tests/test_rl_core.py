@@ -239,6 +239,43 @@ def test_target_is_min_over_a_random_pair_and_actor_follows_the_mean():
     torch.testing.assert_close(loss, -(heads.mean(0) - 0.5 * heads.std(0)).mean(), rtol=1e-5, atol=1e-6)
 
 
+class ActionOnlyCritic(nn.Module):
+    """Q = -|action - (base + best)|^2 (the same for every head): a critic whose optimum is known."""
+
+    def __init__(self, best: torch.Tensor, flat: bool = False):
+        super().__init__()
+        self.best, self.flat = best, flat
+
+    def forward(self, x, heads=None):
+        base, action = x[:, -2 * N - 8:-N - 8], x[:, -N:]  # [features, base, phase (8), action]
+        q = torch.zeros(len(x)) if self.flat else -(action - base - self.best).pow(2).sum(1)
+        return q.expand(4, -1)
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_awac_actor_moves_toward_better_taken_actions_and_stays_on_the_data(flat):
+    """actor_loss: awac regresses the residual onto the batch's actions weighted by their advantage:
+    each state taken once at the critic's optimum (+0.05) and once at -0.05, the residual goes to
+    ~+0.05; with a flat critic it goes to their mean (0), nowhere near the 0.1 bound."""
+    agent = make_agent(spec=LOWDIM, actor_loss="awac", awac_beta=0.01, actor_lr=3e-3, action_scale=0.1, chunk_length=8)
+    best = torch.full((N,), 0.05)
+    agent.critic = ActionOnlyCritic(best, flat)
+    rng = np.random.default_rng(0)
+    # 32 states, each taken once with each action (AWAC compares actions of one state through the critic)
+    obs = {k: torch.as_tensor(rng.standard_normal((32, *v.shape)).astype(np.float32)).repeat(2, *([1] * len(v.shape)))
+           for k, v in LOWDIM.items()}
+    base, phase = torch.zeros(64, N), torch.zeros(64, dtype=torch.long)
+    taken = torch.cat([base[:32] + best, base[32:] - best])
+    feat = agent.policy.encoder(obs).detach()
+    for _ in range(300):
+        agent._actor_update(feat, base, phase, taken)
+    res = agent.policy.residual(feat, base, phase).detach()
+    expected = torch.zeros(N) if flat else best
+    torch.testing.assert_close(res.mean(0), expected, atol=0.012, rtol=0)
+    with pytest.raises(ValueError, match="taken actions"):
+        agent.actor_objective(feat, base, phase)
+
+
 # ---- n-step returns and replay -----------------------------------------------------------------------
 
 def test_n_step_returns_hand_computed():

@@ -170,18 +170,39 @@ class ResidualTD3:
             q_next = self.critic_target(self._critic_input(next_feat, next_base, b["next_phase"], next_action), heads)
             return b["reward"] + b["discount"] * q_next.min(dim=0).values
 
-    def actor_objective(self, feat: torch.Tensor, base: torch.Tensor, phase: torch.Tensor):
-        """(-mean over ALL heads and the batch of Q(s, clamp(base + residual)) [+ actor_pessimism x the
-        heads' std] [+ the residual_l2 penalty], residual)."""
+    def actor_objective(self, feat: torch.Tensor, base: torch.Tensor, phase: torch.Tensor,
+                        taken: torch.Tensor | None = None):
+        """(actor loss, residual). actor_loss "q": -mean over ALL heads and the batch of
+        Q(s, clamp(base + residual)) [+ actor_pessimism x the heads' std]; "awac": regression of the
+        residual onto the batch's taken actions, weighted by softmax(advantage / awac_beta) over the
+        batch. Either [+ the residual_l2 penalty]."""
+        cfg = self.cfg
         res = self.policy.residual(feat, base, phase)
-        action = (base + res).clamp(-1.0, 1.0)
-        q = self.critic(self._critic_input(feat, base, phase, action))
-        loss = -q.mean()
-        if self.cfg.actor_pessimism > 0:  # heads disagree off the data: a lower confidence bound stays on it
-            loss = loss + self.cfg.actor_pessimism * q.std(dim=0).mean()
+        if cfg.actor_loss == "awac":
+            loss = self._awac_loss(feat, base, phase, res, taken)
+        else:
+            q = self.critic(self._critic_input(feat, base, phase, (base + res).clamp(-1.0, 1.0)))
+            loss = -q.mean()
+            if cfg.actor_pessimism > 0:  # heads disagree off the data: a lower confidence bound stays on it
+                loss = loss + cfg.actor_pessimism * q.std(dim=0).mean()
         if self.cfg.residual_l2 > 0:  # relative to the residual's range, so the weight is scale-free
             loss = loss + self.cfg.residual_l2 * (res / self.cfg.action_scale).pow(2).mean()
         return loss, res
+
+    def _awac_loss(self, feat, base, phase, res, taken) -> torch.Tensor:
+        """AWAC (Nair et al. 2020) for a deterministic residual: move toward actions the data holds,
+        as far as the critic ranks them above the current residual. It never asks the critic about
+        actions off the data, so a critic flat in the action leaves the residual where the data is
+        instead of letting its noise push the residual to the bound."""
+        if taken is None:
+            raise ValueError("actor_loss: awac needs the batch's taken actions")
+        scale = self.cfg.action_scale
+        with torch.no_grad():
+            q_taken = self.critic(self._critic_input(feat, base, phase, taken)).mean(dim=0)
+            q_pi = self.critic(self._critic_input(feat, base, phase, (base + res).clamp(-1.0, 1.0))).mean(dim=0)
+            weights = torch.softmax((q_taken - q_pi) / self.cfg.awac_beta, dim=0) * len(q_taken)
+            target = (taken - base).clamp(-scale, scale)
+        return (weights * ((res - target) / scale).pow(2).mean(dim=1)).mean()
 
     def update(self, batch: Mapping[str, Any]) -> dict[str, float]:
         """One critic update; plus one actor update every `actor_every` critic updates once the
@@ -206,15 +227,15 @@ class ResidualTD3:
         values = [critic_loss.detach(), q.mean(), q.min(), q.max(), target.mean(), grad_norm]
         n = self.critic_updates
         if n > cfg.critic_warmup_updates and n % cfg.actor_every == 0:
-            actor_loss, res = self._actor_update(feat.detach(), b["base"], b["phase"])
+            actor_loss, res = self._actor_update(feat.detach(), b["base"], b["phase"], b["action"])
             names += ["actor_loss", "residual_abs_mean", "residual_abs_max", "residual_pull"]
             values += [actor_loss, res.abs().mean(), res.abs().max(), self.last_residual_pull]
         out = dict(zip(names, torch.stack([v.float() for v in values]).tolist()))
         out.update(critic_updates=n, actor_updates=self.actor_updates)
         return out
 
-    def _actor_update(self, feat, base, phase):
-        loss, res = self.actor_objective(feat, base, phase)
+    def _actor_update(self, feat, base, phase, taken=None):
+        loss, res = self.actor_objective(feat, base, phase, taken)
         # no wasted critic weight gradients; the residual's own gradient comes with the same backward
         res_grad, *grads = torch.autograd.grad(loss, [res, *self.actor_params])
         # how hard the objective pulls each sample's residual (normalised units): near zero means a

@@ -76,6 +76,10 @@ class ResidualRLConfig:
     grad_clip: float = 1.0
     residual_l2: float = 0.0  # actor loss + residual_l2 * mean(residual^2 / action_scale^2): stay near the base
     actor_pessimism: float = 0.0  # the actor maximises mean - actor_pessimism * std over the critic heads
+    # "q": ascend the critic (TD3, the recipe); "awac": advantage-weighted regression onto the batch's
+    # actions (stays on the data where the critic is flat; docs/residual_rl.md)
+    actor_loss: Literal["q", "awac"] = "q"
+    awac_beta: float = 0.01  # advantage temperature (Q units); smaller = greedier
     # -- schedule ---------------------------------------------------------------------------------
     utd: int = 4  # critic updates per env step
     actor_every: int = 4  # one actor update per this many critic updates
@@ -114,6 +118,7 @@ class ResidualRLConfig:
         check(self.critic_lr > 0 and self.actor_lr > 0, "learning rates must be > 0",
               "critic_lr" if self.critic_lr <= 0 else "actor_lr")
         check(self.grad_clip > 0, "must be > 0", "grad_clip")
+        check(self.awac_beta > 0, "must be > 0", "awac_beta")
         check(0 <= self.demo_fraction <= 1, "must be in [0, 1]", "demo_fraction")
 
     @property
