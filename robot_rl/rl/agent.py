@@ -2,7 +2,8 @@
 
 Everything is in normalised action units. The critic scores the combined action (base + residual)
 given [features, base action, chunk phase]; its target is the min over a random subset of target
-heads at the target actor's smoothed action; the actor ascends the mean over all heads. The encoder
+heads at the target actor's smoothed action; the actor ascends the mean over all heads (or, with
+`actor_loss: awac`, regresses onto the batch's actions weighted by their advantage). The encoder
 learns only through the critic loss. All randomness comes from three generators owned here
 (sampling, update noise, exploration) so a checkpoint can restore it exactly.
 """
@@ -185,8 +186,8 @@ class ResidualTD3:
             loss = -q.mean()
             if cfg.actor_pessimism > 0:  # heads disagree off the data: a lower confidence bound stays on it
                 loss = loss + cfg.actor_pessimism * q.std(dim=0).mean()
-        if self.cfg.residual_l2 > 0:  # relative to the residual's range, so the weight is scale-free
-            loss = loss + self.cfg.residual_l2 * (res / self.cfg.action_scale).pow(2).mean()
+        if cfg.residual_l2 > 0:  # relative to the residual's range, so the weight is scale-free
+            loss = loss + cfg.residual_l2 * (res / cfg.action_scale).pow(2).mean()
         return loss, res
 
     def _awac_loss(self, feat, base, phase, res, taken) -> torch.Tensor:
