@@ -59,7 +59,7 @@ class PolicyNode(RobotRLNode):
             from robot_rl.rl.cpu import keep_freed_memory
 
             # every weights message allocates tens of MB (deserialise, copy, tensors); glibc would mmap and
-            # unmap each, and the page faults cost ~15x the copies (bench/control.py: swap p95 at 23.6 MB)
+            # unmap each, and the page faults cost ~20x the copies (bench/control.py: swap p95 at 23.6 MB)
             keep_freed_memory()
 
             try:
