@@ -72,6 +72,7 @@ def test_up_stops_the_graph_when_a_node_dies(up):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert "node 'sim_robot' exited with status -9; stopped the graph" in err
+    assert "warning: node 'sim_robot' ended with status -9 before the graph was stopped" in err  # named at stop
 
 
 def test_nodes_do_not_outlive_a_killed_runner(up):

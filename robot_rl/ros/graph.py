@@ -127,11 +127,13 @@ class GraphRunner:
     def stop(self, timeout: float = 8.0) -> int:
         """SIGINT every node, escalate to SIGTERM/SIGKILL; 0 if all ended cleanly and none died early."""
         died_early = self.first_exit is not None and self.first_exit[1] != 0
+        needed: dict[str, str] = {}  # node -> the signal that finally ended it
         for sig, grace in ((signal.SIGINT, timeout), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
             alive = [n for n in self.nodes if n.process.poll() is None]
             if not alive:
                 break
             for n in alive:
+                needed[n.name] = sig.name
                 try:
                     os.killpg(n.process.pid, sig)
                 except ProcessLookupError:
@@ -145,8 +147,11 @@ class GraphRunner:
         codes = [n.process.wait() for n in self.nodes]
         if self._log_file is not None:
             self._log_file.close()
-        clean = all(c in (0, -signal.SIGINT) for c in codes)
-        return 1 if died_early or not clean else 0
+        unclean = [(n.name, c) for n, c in zip(self.nodes, codes) if c not in (0, -signal.SIGINT)]
+        for name, code in unclean:  # say which node, or a failed run's only clue is its exit code
+            how = f"after {needed[name]}" if name in needed else "before the graph was stopped"
+            print(f"warning: node '{name}' ended with status {code} {how}", file=sys.stderr, flush=True)
+        return 1 if died_early or unclean else 0
 
     def __enter__(self) -> "GraphRunner":
         return self.start()
