@@ -18,7 +18,7 @@ from robot_rl.data.recording import store_layout
 from robot_rl.data.schema import KeySpec
 from robot_rl.rl import WeightsRejected, architecture, load_config, policy_from_weights, preset
 from robot_rl.rl.encoder import BASE_FEATURES, obs_spec_from_keys
-from robot_rl.rl.networks import exploration_noise
+from robot_rl.rl.networks import ChunkNoise, exploration_noise
 
 
 @dataclass
@@ -50,7 +50,7 @@ class ResidualRunner:
         self.counters = ResidualCounters()
         self.generator = torch.Generator().manual_seed(seed)
         self._lock = threading.Lock()  # guards the counters; the policy swap itself is one assignment
-        self._held, self._held_phase = None, -1  # exploration noise held for the chunk (explore_hold: chunk)
+        self._held = ChunkNoise()  # exploration noise held for the chunk (explore_hold: chunk)
         torch.set_num_threads(1)
 
     def offer(self, data: bytes, metadata: dict) -> bool:
@@ -89,11 +89,9 @@ class ResidualRunner:
         std, clip, uniform = meta.get("explore_std", 0.05), meta.get("explore_clip", 0.3), meta.get("warmup_noise", 0.2)
         noise = None  # None: the policy draws afresh this tick
         if kind != "none" and meta.get("explore_hold") == "chunk":  # one draw per base chunk
-            if self._held is None or phase == 0 or phase <= self._held_phase:
-                self._held = exploration_noise((1, len(base)), kind, std=std, clip=clip, scale=uniform,
-                                               generator=self.generator, device="cpu")
-            self._held_phase = phase
-            noise = self._held
+            noise = self._held.at(phase, lambda: exploration_noise((1, len(base)), kind, std=std, clip=clip,
+                                                                   scale=uniform, generator=self.generator,
+                                                                   device="cpu"))
         out = policy(tensors, torch.from_numpy(np.asarray(base, np.float32))[None], torch.tensor([phase]),
                      explore=kind, std=std, clip=clip, uniform=uniform, generator=self.generator, noise=noise)
         # The pure residual in joint units: the caller adds it to the base and clips to the joint limits,

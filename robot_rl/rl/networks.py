@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -176,6 +176,21 @@ def exploration_noise(shape, kind: str, *, std: float, clip: float, scale: float
     if kind == "gaussian":
         return (torch.randn(shape, generator=generator, device=device) * std).clamp_(-clip, clip)
     raise ValueError(f"exploration kind must be none|uniform|gaussian, got {kind!r}")
+
+
+class ChunkNoise:
+    """`explore_hold: chunk`: one exploration draw held for each base chunk. A new draw at phase 0,
+    or whenever the phase does not advance (a chunk started without its phase 0 being seen)."""
+
+    def __init__(self):
+        self.value: torch.Tensor | None = None
+        self._phase = -1
+
+    def at(self, phase: int, draw: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if self.value is None or phase == 0 or phase <= self._phase:
+            self.value = draw()
+        self._phase = phase
+        return self.value
 
 
 # ---- the deployable residual policy ------------------------------------------------------------

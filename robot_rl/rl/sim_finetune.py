@@ -23,6 +23,7 @@ import torch
 from robot_rl.policies.sim_eval import OpenLoopChunks, observe
 from robot_rl.rl.agent import ResidualTD3
 from robot_rl.rl.encoder import BASE_FEATURES
+from robot_rl.rl.networks import ChunkNoise
 from robot_rl.rl.feed import StoreFeeder, agent_from_store, make_buffers
 from robot_rl.rl.learner import base_action_fn_for, base_features_fn_for
 from robot_rl.stats import wilson
@@ -37,7 +38,7 @@ def rollout(robot, profile, base, agent: ResidualTD3, seed: int, *, max_steps: i
     obs_keys = list(agent.obs_spec)
     steps: dict[str, list] = {k: [] for k in (*obs_keys, "base", "action", "phase")}
     success = False
-    held = None  # the chunk's exploration noise with explore_hold: chunk (None: a fresh draw per tick)
+    held = ChunkNoise() if explore and agent.cfg.explore_hold == "chunk" else None  # None: a fresh draw per tick
     half = agent.policy.action_norm.half_range.cpu().numpy()
     for _ in range(max_steps):
         obs = observe(robot, profile)
@@ -47,10 +48,9 @@ def rollout(robot, profile, base, agent: ResidualTD3, seed: int, *, max_steps: i
         act = np.asarray(act, dtype=np.float64)
         res = np.zeros_like(act)
         if residual:
-            if phase == 0 and explore and agent.cfg.explore_hold == "chunk":
-                held = agent.draw_noise((1, len(act)), explore)
+            noise = held.at(phase, lambda: agent.draw_noise((1, len(act)), explore)) if held else None
             out = agent.policy_step({k: obs[k][None] for k in obs_keys}, act[None].astype(np.float32),
-                                    torch.tensor([phase]), explore=explore, noise=held)
+                                    torch.tensor([phase]), explore=explore, noise=noise)
             res = out.residual_normalized[0].cpu().numpy() * half
         command = np.clip(act + res, lower, upper)
         for k in obs_keys:
