@@ -18,7 +18,8 @@ from robot_rl.data.recording import store_layout
 from robot_rl.data.schema import KeySpec
 from robot_rl.rl import WeightsRejected, architecture, load_config, policy_from_weights, preset
 from robot_rl.rl.encoder import BASE_FEATURES, obs_spec_from_keys
-from robot_rl.rl.networks import ChunkNoise, exploration_noise
+from robot_rl.rl.decisions import ChunkHold
+from robot_rl.rl.networks import exploration_noise
 
 
 @dataclass
@@ -50,7 +51,9 @@ class ResidualRunner:
         self.counters = ResidualCounters()
         self.generator = torch.Generator().manual_seed(seed)
         self._lock = threading.Lock()  # guards the counters; the policy swap itself is one assignment
-        self._held = ChunkNoise()  # exploration noise held for the chunk (explore_hold: chunk)
+        self.per_chunk = cfg.decision == "chunk"  # one residual per base chunk (the architecture checks it)
+        self._held_noise = ChunkHold()  # exploration noise held for the chunk (explore_hold: chunk)
+        self._held_residual = ChunkHold()  # decision: chunk
         torch.set_num_threads(1)
 
     def offer(self, data: bytes, metadata: dict) -> bool:
@@ -78,9 +81,20 @@ class ResidualRunner:
             self.counters.step = int(metadata.get("step", 0))
         return True
 
-    @torch.no_grad()
+    def interrupted(self) -> None:
+        """Ticks were not the residual's (a human drove): the next tick decides afresh."""
+        self._held_residual.release()
+        self._held_noise.release()
+
     def apply(self, obs: dict[str, np.ndarray], base: np.ndarray, phase: int, explore: bool) -> np.ndarray:
-        """The residual (raw joint units) for this tick; the command is base + residual, clipped by the caller."""
+        """The residual (raw joint units) for this tick; the command is base + residual, clipped by the caller.
+        With `decision: chunk` the residual chosen at the chunk's first tick, held for its other ticks."""
+        if self.per_chunk:
+            return self._held_residual.at(phase, lambda: self._residual(obs, base, phase, explore))
+        return self._residual(obs, base, phase, explore)
+
+    @torch.no_grad()
+    def _residual(self, obs: dict[str, np.ndarray], base: np.ndarray, phase: int, explore: bool) -> np.ndarray:
         policy, meta = self.policy, self.meta
         if policy is None:
             return np.zeros_like(base)
@@ -88,10 +102,10 @@ class ResidualRunner:
         kind = meta.get("exploration", "gaussian") if explore else "none"
         std, clip, uniform = meta.get("explore_std", 0.05), meta.get("explore_clip", 0.3), meta.get("warmup_noise", 0.2)
         noise = None  # None: the policy draws afresh this tick
-        if kind != "none" and meta.get("explore_hold") == "chunk":  # one draw per base chunk
-            noise = self._held.at(phase, lambda: exploration_noise((1, len(base)), kind, std=std, clip=clip,
-                                                                   scale=uniform, generator=self.generator,
-                                                                   device="cpu"))
+        if kind != "none" and meta.get("explore_hold") == "chunk" and not self.per_chunk:  # one draw per chunk
+            noise = self._held_noise.at(phase, lambda: exploration_noise((1, len(base)), kind, std=std, clip=clip,
+                                                                         scale=uniform, generator=self.generator,
+                                                                         device="cpu"))
         out = policy(tensors, torch.from_numpy(np.asarray(base, np.float32))[None], torch.tensor([phase]),
                      explore=kind, std=std, clip=clip, uniform=uniform, generator=self.generator, noise=noise)
         # The pure residual in joint units: the caller adds it to the base and clips to the joint limits,

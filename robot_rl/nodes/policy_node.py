@@ -162,6 +162,8 @@ class PolicyNode(RobotRLNode):
         human = self.gate.override() if self.gate is not None else None
         if human is not None:  # the human drives; the residual records what they added to the base
             residual = np.clip(human, self.lower, self.upper) - base
+            if self.residual is not None:
+                self.residual.interrupted()
         elif self.residual is not None:  # every tick, even when no new chunk was computed
             current = {k: v[-1] for k, v in self.history.window().items()}
             if self.residual.wants_base_features:

@@ -52,6 +52,10 @@ class ResidualRLConfig:
     actor_layers: int = 2
     action_scale: float = 0.1  # residual = tanh(.) * action_scale in normalised action space
     phase_encoding: Literal["onehot", "scalar", "none"] = "onehot"  # position in the base chunk
+    # "step": a residual every control tick (the recipe); "chunk": one residual per base chunk, chosen
+    # at its first tick and held (the critic scores chunk decisions; n_step counts decisions, the
+    # discount is gamma ** ticks; no phase input). rl/decisions.py says why.
+    decision: Literal["step", "chunk"] = "step"
     chunk_length: int = 8  # executed steps per base chunk (H_exec); phase = step mod chunk_length
     action_bounds: Literal["data", "limits"] = "data"  # min-max of demo actions, or the profile's joint limits
     # -- critic ensemble --------------------------------------------------------------------------
@@ -64,6 +68,7 @@ class ResidualRLConfig:
     explore_clip: float = 0.3
     # "chunk": one noise draw held for each base chunk instead of a fresh draw per tick. Per-tick noise
     # on position targets is largely low-passed away by the arm; a held offset moves where it goes.
+    # (decision: chunk holds the whole residual, noise included, whatever this says.)
     explore_hold: Literal["step", "chunk"] = "step"
     target_noise: float = 0.2  # target policy smoothing
     target_noise_clip: float = 0.3

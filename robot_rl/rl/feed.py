@@ -19,6 +19,7 @@ from robot_rl.data.schema import KeySpec
 from robot_rl.data.store import Store
 from robot_rl.rl.agent import ResidualTD3
 from robot_rl.rl.config import ResidualRLConfig
+from robot_rl.rl.decisions import episode_transitions
 from robot_rl.rl.encoder import BASE_FEATURES, is_camera, obs_spec_from_keys
 from robot_rl.rl.normalize import data_bounds
 from robot_rl.rl.relabel import BaseActionFn, RelabelStats, relabel_episodes
@@ -143,27 +144,25 @@ class StoreFeeder:
             result.skipped.append(m["index"])
             return
         ep = self.store.load(self._keys, episodes=[m["index"]])
-        norm = self.agent.policy.action_norm
-        action_n = norm.normalize_np(ep["action"])
-        base_n = norm.normalize_np(relabel if src == "demo" else ep["base_action"])
-        if self.agent.cfg.project_actions:
-            scale = self.agent.cfg.action_scale
-            action_n = np.clip(action_n, base_n - scale, base_n + scale)
+        cfg, norm = self.agent.cfg, self.agent.policy.action_norm
         reward = ep["reward"].astype(np.float32).copy()
         if success:
             reward[-1] = 1.0  # sparse 0/1 reward, episode terminates on success
         obs = {k: ep[k] for k in self.agent.obs_spec if k != BASE_FEATURES}
         if features is not None:
             obs[BASE_FEATURES] = features
-        phase = ep.get("phase")
-        if phase is not None:
-            phase = np.asarray(phase).astype(np.int64).reshape(-1)
-        args = (obs, base_n, action_n, reward)
+        # recorded chunk phases where the store has them; else chunks back to back from the episode
+        # start (the policy node's lockstep execution)
+        phase = np.asarray(ep["phase"]).astype(np.int64).reshape(-1) if "phase" in ep else \
+            np.arange(len(reward)) % cfg.chunk_length
+        base = relabel if src == "demo" else ep["base_action"]
+        batch = episode_transitions(cfg.decision, obs, norm.normalize_np(base), norm.normalize_np(ep["action"]), reward,
+                                    phase, action_scale=cfg.action_scale, project=cfg.project_actions, gamma=cfg.gamma)
         if src in ONLINE_SOURCES:
-            result.online_transitions += self.online.add_episode(*args, terminal=success, phase=phase)
+            result.online_transitions += self.online.add_episode(**batch, terminal=success)
             result.env_steps += m["length"]
-        if src == "demo" or (src == "intervention" and self.agent.cfg.interventions_to_demo):
-            result.demo_transitions += self.demo.add_episode(*args, terminal=success, phase=phase)
+        if src == "demo" or (src == "intervention" and cfg.interventions_to_demo):
+            result.demo_transitions += self.demo.add_episode(**batch, terminal=success)
 
 
 def ingest(feeder: StoreFeeder, agent: ResidualTD3) -> FeedResult:

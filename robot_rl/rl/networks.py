@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -178,21 +178,6 @@ def exploration_noise(shape, kind: str, *, std: float, clip: float, scale: float
     raise ValueError(f"exploration kind must be none|uniform|gaussian, got {kind!r}")
 
 
-class ChunkNoise:
-    """`explore_hold: chunk`: one exploration draw held for each base chunk. A new draw at phase 0,
-    or whenever the phase does not advance (a chunk started without its phase 0 being seen)."""
-
-    def __init__(self):
-        self.value: torch.Tensor | None = None
-        self._phase = -1
-
-    def at(self, phase: int, draw: Callable[[], torch.Tensor]) -> torch.Tensor:
-        if self.value is None or phase == 0 or phase <= self._phase:
-            self.value = draw()
-        self._phase = phase
-        return self.value
-
-
 # ---- the deployable residual policy ------------------------------------------------------------
 
 class PolicyOutput(NamedTuple):
@@ -247,12 +232,15 @@ def architecture(cfg: ResidualRLConfig, obs_spec: Mapping[str, KeySpec], action_
     """What must match between learner and policy node for weights to load (JSON-able)."""
     from robot_rl.config.typed import to_dict
 
-    return {
+    arch = {
         "format": ARCHITECTURE_FORMAT, "format_version": ARCHITECTURE_VERSION,
         "obs": {k: s.to_json() for k, s in sorted(obs_spec.items())}, "action_dim": int(action_dim),
         "action_scale": float(cfg.action_scale), "actor_hidden": cfg.actor_hidden, "actor_layers": cfg.actor_layers,
         "phase_encoding": cfg.phase_encoding, "chunk_length": cfg.chunk_length, "encoder": to_dict(cfg.encoder),
     }
+    if cfg.decision == "chunk":  # taken at the chunk's first tick: no phase input. (No key for "step", so
+        arch.update(decision="chunk", phase_encoding="none")  # weights saved before it stay loadable.)
+    return arch
 
 
 def architecture_json(arch: Mapping[str, Any]) -> str:

@@ -17,24 +17,27 @@ from robot_rl.data.schema import KeySpec
 from robot_rl.rl.encoder import is_camera, prepare_images
 
 
-def n_step_returns(reward: np.ndarray, terminal: bool, n: int, gamma: float):
-    """Per step t of one episode: (return, discount, next index, valid).
+def n_step_returns(reward: np.ndarray, terminal: bool, n: int, gamma: float, steps: np.ndarray | None = None):
+    """Per transition t of one episode: (return, discount, next index, valid).
 
-    return = sum_{k<m} gamma^k r[t+k]; target = return + discount * Q(next).
+    return = sum_{k<m} g_t..g_{t+k-1} r[t+k]; target = return + discount * Q(next), with g_t = gamma **
+    steps[t] (the transition's length in control ticks: 1, or a held chunk's; default 1).
     terminal (success): m = min(n, T - t); discount = 0 when the window reaches the end.
-    not terminal (time-out): m = min(n, T - 1 - t); the last step (m = 0) is invalid.
+    not terminal (time-out): m = min(n, T - 1 - t); the last transition (m = 0) is invalid.
     """
     r = np.asarray(reward, dtype=np.float64)
     T = len(r)
     t = np.arange(T)
+    g = gamma ** (np.ones(T) if steps is None else np.asarray(steps, dtype=np.float64).reshape(T))
     m = np.minimum(n, T - t) if terminal else np.minimum(n, T - 1 - t)
-    padded = np.concatenate([r, np.zeros(n)])
-    windows = np.lib.stride_tricks.sliding_window_view(padded, n)[:T]  # (T, n): r[t .. t+n-1]
-    k = np.arange(n)
-    weights = np.where(k[None, :] < m[:, None], gamma ** k[None, :], 0.0)
-    ret = (windows * weights).sum(axis=1)
+    ret, weight = np.zeros(T), np.ones(T)
+    for k in range(n):
+        inside = k < m
+        at = np.minimum(t + k, T - 1)
+        ret += np.where(inside, weight * r[at], 0.0)
+        weight = np.where(inside, weight * g[at], weight)
     done = terminal & (t + m == T)
-    discount = np.where(done, 0.0, gamma ** m.astype(np.float64))
+    discount = np.where(done, 0.0, weight)
     valid = m > 0
     next_index = np.where(done | ~valid, t, t + m)
     return ret.astype(np.float32), discount.astype(np.float32), next_index.astype(np.int64), valid
@@ -78,9 +81,10 @@ class ReplayBuffer:
         return len(self._episodes)
 
     def add_episode(self, obs: Mapping[str, Any], base_action: Any, action: Any, reward: Any, *,
-                    terminal: bool, phase: Any = None) -> int:
-        """Append one whole episode (normalised base/executed actions, per-step reward); returns the
-        number of sampleable transitions it added. `terminal`: it ended in success."""
+                    terminal: bool, phase: Any = None, steps: Any = None) -> int:
+        """Append one whole episode (normalised base/executed actions, per-transition reward); returns
+        the number of sampleable transitions it added. `terminal`: it ended in success. `steps`: each
+        transition's length in control ticks (chunk decisions), for its discount; default 1."""
         reward = np.asarray(reward, dtype=np.float32).reshape(-1)
         T = len(reward)
         if T == 0:
@@ -90,7 +94,7 @@ class ReplayBuffer:
         missing = [k for k in self.obs if k not in obs]
         if missing:
             raise KeyError(f"episode lacks observation keys {missing}")
-        ret, disc, nxt, valid = n_step_returns(reward, terminal, self.n_step, self.gamma)
+        ret, disc, nxt, valid = n_step_returns(reward, terminal, self.n_step, self.gamma, steps)
         if phase is None:
             phase = np.arange(T) % self.chunk_length
         start = self._claim(T)

@@ -22,8 +22,8 @@ import torch
 
 from robot_rl.policies.sim_eval import OpenLoopChunks, observe
 from robot_rl.rl.agent import ResidualTD3
+from robot_rl.rl.decisions import ChunkHold, episode_transitions
 from robot_rl.rl.encoder import BASE_FEATURES
-from robot_rl.rl.networks import ChunkNoise
 from robot_rl.rl.feed import StoreFeeder, agent_from_store, make_buffers
 from robot_rl.rl.learner import base_action_fn_for, base_features_fn_for
 from robot_rl.stats import wilson
@@ -38,8 +38,18 @@ def rollout(robot, profile, base, agent: ResidualTD3, seed: int, *, max_steps: i
     obs_keys = list(agent.obs_spec)
     steps: dict[str, list] = {k: [] for k in (*obs_keys, "base", "action", "phase")}
     success = False
-    held = ChunkNoise() if explore and agent.cfg.explore_hold == "chunk" else None  # None: a fresh draw per tick
+    per_chunk = agent.cfg.decision == "chunk"
+    # held for the chunk: the whole residual (decision: chunk) or only its exploration noise
+    held_noise = ChunkHold() if explore and agent.cfg.explore_hold == "chunk" and not per_chunk else None
+    held_residual = ChunkHold() if per_chunk else None
     half = agent.policy.action_norm.half_range.cpu().numpy()
+
+    def residual_now(obs, act, phase) -> np.ndarray:
+        noise = held_noise.at(phase, lambda: agent.draw_noise((1, len(act)), explore)) if held_noise else None
+        out = agent.policy_step({k: obs[k][None] for k in obs_keys}, act[None].astype(np.float32),
+                                torch.tensor([phase]), explore=explore, noise=noise)
+        return out.residual_normalized[0].cpu().numpy() * half
+
     for _ in range(max_steps):
         obs = observe(robot, profile)
         act, phase = chunks.next(obs)
@@ -48,10 +58,8 @@ def rollout(robot, profile, base, agent: ResidualTD3, seed: int, *, max_steps: i
         act = np.asarray(act, dtype=np.float64)
         res = np.zeros_like(act)
         if residual:
-            noise = held.at(phase, lambda: agent.draw_noise((1, len(act)), explore)) if held else None
-            out = agent.policy_step({k: obs[k][None] for k in obs_keys}, act[None].astype(np.float32),
-                                    torch.tensor([phase]), explore=explore, noise=noise)
-            res = out.residual_normalized[0].cpu().numpy() * half
+            res = held_residual.at(phase, lambda: residual_now(obs, act, phase)) if per_chunk else \
+                residual_now(obs, act, phase)
         command = np.clip(act + res, lower, upper)
         for k in obs_keys:
             steps[k].append(obs[k])
@@ -69,11 +77,13 @@ def rollout(robot, profile, base, agent: ResidualTD3, seed: int, *, max_steps: i
 
 
 def add_rollout(agent: ResidualTD3, online, ep: dict) -> None:
-    norm = agent.policy.action_norm
+    cfg, norm = agent.cfg, agent.policy.action_norm
     reward = np.zeros(len(ep["action"]), np.float32)
     reward[-1] = float(ep["success"])
-    online.add_episode({k: ep[k] for k in agent.obs_spec}, norm.normalize_np(ep["base"]),
-                       norm.normalize_np(ep["action"]), reward, terminal=bool(ep["success"]), phase=ep["phase"])
+    batch = episode_transitions(cfg.decision, {k: ep[k] for k in agent.obs_spec}, norm.normalize_np(ep["base"]),
+                                norm.normalize_np(ep["action"]), reward, ep["phase"], action_scale=cfg.action_scale,
+                                project=cfg.project_actions, gamma=cfg.gamma)
+    online.add_episode(**batch, terminal=bool(ep["success"]))
     agent.record_env_steps(len(reward), 1)
 
 
