@@ -29,9 +29,10 @@ def test_finetune_session_extends_the_store_and_trains(tmp_path, ros_domain):
     write_episodes(PROFILE, store, "demo", 4)
     run = tmp_path / "run"
     # the residual also takes the base's features (computed by the policy node per chunk, by the
-    # learner per stored chunk start): both sides must agree or every weight message is rejected
+    # learner per stored chunk start) and decides once per chunk: both sides must agree or every
+    # weight message is rejected
     rl_config = tmp_path / "rl.yaml"
-    rl_config.write_text("preset: tiny\nencoder: {base_features: true}\n")
+    rl_config.write_text("preset: tiny\ndecision: chunk\nencoder: {base_features: true}\n")
     result = subprocess.run([sys.executable, "-m", "robot_rl.cli.main", "finetune", "--base", str(base),
                              "--store", str(store), "--rl-config", str(rl_config), "--episodes", "5",
                              "--max-steps", "40", "--run-dir", str(run)], capture_output=True, text=True, timeout=540)
@@ -51,6 +52,12 @@ def test_finetune_session_extends_the_store_and_trains(tmp_path, ros_domain):
                                                      [j.lower for j in PROFILE.robot.joints],
                                                      [j.upper for j in PROFILE.robot.joints]), atol=1e-5)
     assert np.abs(ep["residual"]).max() > 0  # exploration noise during the warm-up, then the residual
+    lower, upper = [np.array([getattr(j, b) for j in PROFILE.robot.joints]) for b in ("lower", "upper")]
+    H = 3  # the tiny base's executed chunk: one residual held per chunk (where no joint limit clipped it)
+    held = [ep["residual"][k:k + H] for k in range(0, len(ep["residual"]), H)
+            if ((ep["action"][k:k + H] > lower + 1e-4) & (ep["action"][k:k + H] < upper - 1e-4)).all()]
+    assert len(held) >= 3 and all(np.allclose(r, r[0], atol=1e-5) for r in held)
+    assert not np.allclose(held[0][0], held[1][0], atol=1e-5)  # a new draw per chunk
     learner = done[-1]["learner"]
     assert int(learner["env_steps"]) > 0 and int(learner["weight_version"]) >= 0
     policy = done[-1]["policy"]
