@@ -1,10 +1,12 @@
 """In-process residual fine-tuning on SimRobot (no ROS), for hyperparameter and budget studies.
 
-The same agent, replay buffers, demo relabelling and update-to-data schedule as the learner node,
-with rollouts and updates interleaved in one process, so a configuration can be tried in minutes
-before a real session through the ROS graph (`robot-rl finetune`). Rollouts mirror the policy node:
-the base's chunk is executed open loop with the residual added at every tick, the command clipped to
-the joint limits; periodic deterministic evaluations on fixed layouts give the learning curve.
+The same agent, replay buffers, demo relabelling, decisions (rl/decisions.py) and update-to-data
+schedule as the learner node, with rollouts and updates interleaved in one process, so a
+configuration can be tried in minutes before a real session through the ROS graph (`robot-rl
+finetune`). Rollouts mirror the policy node: the base's chunk is executed open loop with the residual
+added at every tick (computed per tick, or once per chunk and held with `decision: chunk`), the
+command clipped to the joint limits; periodic deterministic evaluations on fixed layouts give the
+learning curve.
 
     python -m robot_rl.rl.sim_finetune --base runs/bc/final --store data/sim.zarr --env-steps 30000 \
         --preset cpu_small --set use_cameras=false --out runs/rl_study.jsonl
