@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import threading
+import time
 import traceback
 from typing import Any, Callable
 
@@ -130,10 +131,15 @@ def run_node(factory: Callable[[], RobotRLNode], args: list[str] | None = None) 
         print(f"error: {e}", file=sys.stderr, flush=True)
         code = 2
     except Exception:  # noqa: BLE001
+        # SIGINT/SIGTERM shut the context down while the executor was waiting or a callback was
+        # publishing or taking a message: rclpy raises RCLError (or a RuntimeError from a message
+        # conversion cut short) instead of ExternalShutdownException. A clean stop - but the error can
+        # come a moment before the context reports it, so give the shutdown a second to show.
+        deadline = time.monotonic() + 1.0
+        while rclpy.ok() and time.monotonic() < deadline:
+            time.sleep(0.02)
         if rclpy.ok():
             raise
-        # SIGINT/SIGTERM shut the context down while the executor was waiting or a callback was
-        # publishing: rclpy raises RCLError instead of ExternalShutdownException. A clean stop.
     finally:
         if node is not None:
             node.shutdown()
