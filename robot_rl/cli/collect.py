@@ -14,6 +14,11 @@ from pathlib import Path
 from robot_rl.config import load_profile
 
 STATUS_PERIOD = 0.5
+MAX_LOST_IN_A_ROW = 3
+
+
+class EpisodeLost(RuntimeError):
+    """The recorder committed nothing for an episode (the store is unchanged)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -77,13 +82,32 @@ def run_collect(args: argparse.Namespace) -> int:
             print(f"error: the graph did not come up: {problem}")
             return 1
         session = RecorderSession(client)
+        if unattended and not session.wait_expert_commands():
+            print(f"error: the scripted expert published no commands on {topics.ROBOT_COMMAND} within 60 s")
+            return 1
         bar = tqdm(total=args.episodes, unit="episode", dynamic_ncols=True)
+        lost_in_a_row = 0
         while len(results) < args.episodes:
             if runner.poll():
                 name, code = runner.first_exit
                 print(f"error: node '{name}' exited with status {code}")
                 return 1
-            result = session.sim_episode(args.max_seconds) if unattended else session.wait_commit(events)
+            if unattended:
+                try:
+                    result = session.sim_episode(args.max_seconds)
+                except EpisodeLost as e:
+                    # Nothing reached the store. An unattended expert episode is simply run again (a
+                    # recorder whose command subscription matched late saw no valid tick); a run that
+                    # keeps losing episodes has a real problem and stops.
+                    lost_in_a_row += 1
+                    tqdm.write(f"warning: {e}; running the episode again ({lost_in_a_row}/{MAX_LOST_IN_A_ROW})")
+                    if lost_in_a_row >= MAX_LOST_IN_A_ROW:
+                        print(f"error: {MAX_LOST_IN_A_ROW} episodes in a row were lost; see the recorder's log")
+                        return 1
+                    continue
+                lost_in_a_row = 0
+            else:
+                result = session.wait_commit(events)
             if result is None:
                 continue
             results.append(result)
@@ -120,6 +144,16 @@ class RecorderSession:
             if not c.wait_for_service(timeout_sec=30):
                 raise RuntimeError(f"recorder service {c.srv_name} not available")
 
+    def wait_expert_commands(self, timeout: float = 60.0) -> bool:
+        """Before the first unattended episode: the expert's hold commands flow (it publishes them while
+        it waits for the recorder), which also gives the recorder's command subscription time to match."""
+        from sensor_msgs.msg import JointState
+
+        from robot_rl.ros import qos, topics
+
+        self.client.probe.watch(topics.ROBOT_COMMAND, JointState, qos.COMMAND, keep_msg=False)
+        return self.client.probe.wait_count(topics.ROBOT_COMMAND, 5, timeout)
+
     def begin(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
@@ -145,6 +179,8 @@ class RecorderSession:
         self.client.call(self.label, self.SetBool.Request(data=success))
         response = self.client.call(self.stop, self.Trigger.Request(), timeout=60)
         if not response.success:
+            if response.message.startswith("episode lost"):
+                raise EpisodeLost(f"recorder: {response.message}")
             raise RuntimeError(f"recorder could not commit: {response.message}")
         info = json.loads(response.message)
         return {"index": info["index"], "success": success, "health": info["health"],
