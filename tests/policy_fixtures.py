@@ -67,6 +67,8 @@ def write_episodes(profile, path, source: str, n: int, steps: int = 20, seed: in
                     step[k] = 1000.0 * seed + 10.0 * e + 0.1 * t
                 elif k == "reward":
                     step[k] = 1.0 if t == steps - 1 and e % 2 == 0 else 0.0
+                elif k == "chunk_phase":
+                    step[k] = np.int16(-1)  # no recorded phase: chunks back to back
                 else:
                     step[k] = rng.uniform(-0.5, 0.5, spec.shape).astype(spec.dtype)
             writer.add_step(step)

@@ -57,6 +57,8 @@ def test_finetune_session_extends_the_store_and_trains(tmp_path, ros_domain):
     held = []
     for m in rollouts:  # episodes may be short: every rollout's whole chunks
         e = s.read_episode(m["index"])
+        # the policy node's chunk phases are recorded (lockstep: chunks back to back)
+        assert e["chunk_phase"].tolist() == (np.arange(m["length"]) % H).tolist()
         held += [e["residual"][k:k + H] for k in range(0, len(e["residual"]) - H + 1, H)
                  if ((e["action"][k:k + H] > lower + 1e-4) & (e["action"][k:k + H] < upper - 1e-4)).all()]
     assert len(held) >= 3 and all(np.allclose(r, r[0], atol=1e-5) for r in held)

@@ -124,12 +124,40 @@ def test_rollout_ticks_on_policy_stamps_with_base_and_residual(recording):
     base, residual = np.full(N, 0.5), np.full(N, 0.01)
     assert rec.add_policy_output("residual", t, residual) is None
     assert rec.add_policy_output("base_action", t, base) is None
-    complete = rec.add_policy_output("action", t, base + residual)  # any arrival order
+    assert rec.add_policy_output("action", t, base + residual) is None
+    complete = rec.add_policy_output("chunk_phase", t, np.array([5.0]))  # any arrival order
     assert complete is not None and rec.tick(t, complete)
     rec.label(False)
     index, _ = rec.stop()
     ep = store.read_episode(index)
     assert np.allclose(ep["base_action"][0], 0.5) and np.allclose(ep["residual"][0], 0.01)
-    assert np.allclose(ep["action"][0], 0.51)
+    assert np.allclose(ep["action"][0], 0.51) and ep["chunk_phase"][0] == 5
     meta = store.episodes_meta()[index]
     assert meta["source"] == "rollout" and meta["base_ckpt"] == "abc123"
+
+
+def test_a_store_from_before_chunk_phases_keeps_recording_without_them(tmp_path):
+    keys, attrs = store_layout(PROFILE)
+    del keys["chunk_phase"]
+    Store.create(tmp_path / "old.zarr", keys=keys, attrs=attrs).close()
+    store = open_or_create(tmp_path / "old.zarr", PROFILE)  # no "keys differ" for the optional key
+    writer = EpisodeWriter(store, background=False)
+    rec = Recording(PROFILE, writer)
+    assert not rec.records_phase
+    feed(rec, -0.2, 0.1, action_from=-0.2)
+    rec.start(source="demo")
+    assert rec.tick(0.1)
+    rec.label(True)
+    index, _ = rec.stop()
+    assert "chunk_phase" not in store.read_episode(index)
+    store.close()
+
+
+def test_demo_ticks_record_no_chunk_phase(recording):
+    rec, store = recording
+    feed(rec, -0.2, 0.1, action_from=-0.2)
+    rec.start(source="demo")
+    assert rec.tick(0.1)
+    rec.label(True)
+    index, _ = rec.stop()
+    assert store.read_episode(index)["chunk_phase"].tolist() == [-1]

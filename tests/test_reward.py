@@ -68,7 +68,8 @@ def collect(path, episodes: int) -> list[bool]:
                 last = action if action is not None else last
                 a = np.asarray(last, np.float32)
                 writer.add_step({**obs, "action": a, "base_action": a, "residual": np.zeros(n, np.float32),
-                                 "reward": float(success), "intervention": False, "stamp": 1000.0 * e + 0.1 * t})
+                                 "reward": float(success), "intervention": False, "stamp": 1000.0 * e + 0.1 * t,
+                                 "chunk_phase": np.int16(-1)})
             writer.commit(success=success, health={"ok": True})
             results.append(success)
     writer.close()

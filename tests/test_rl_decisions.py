@@ -9,8 +9,10 @@ import torch
 
 from robot_rl.data.store import Store
 from robot_rl.rl import StoreFeeder, agent_from_store, export_actor_weights, make_buffers, n_step_returns, preset
-from robot_rl.rl.decisions import ChunkHold, decision_starts, episode_transitions
-from test_rl_core import STORE_ATTRS, STORE_KEYS, CountingBase, add_episode
+from robot_rl.data.schema import KeySpec
+from robot_rl.rl.decisions import ChunkHold, chunk_phases, decision_starts, episode_transitions
+from robot_rl.rl.relabel import run_base
+from test_rl_core import SPEC, STORE_ATTRS, STORE_KEYS, CountingBase, add_episode, random_obs
 
 
 def test_hold_rule_and_recorded_starts_agree():
@@ -90,6 +92,56 @@ def test_feeder_builds_chunk_decisions_from_the_store(tmp_path):
     norm = agent.policy.action_norm
     np.testing.assert_allclose(online.base[:3].numpy(), norm.normalize_np(ep["base_action"][[0, 3, 6]]), rtol=1e-5)
     np.testing.assert_allclose(online.obs["obs/joint_pos"][:3].numpy(), ep["obs/joint_pos"][[0, 3, 6]])
+
+
+def test_recorded_chunk_phases_cut_rollouts_where_the_policy_node_did(tmp_path):
+    """In real time a late chunk skips its first actions and a new chunk may start early: the recorded
+    `chunk_phase` says where each decision began, for transitions and for the held base features.
+    Demos (phase -1) and stores without the key keep chunks back to back from the episode start."""
+    assert chunk_phases(None, 5, 3).tolist() == [0, 1, 2, 0, 1]
+    assert chunk_phases(np.full(4, -1), 4, 3).tolist() == [0, 1, 2, 0]
+    realtime = np.array([0, 1, 2, 1, 2, 0, 1, 2])  # tick 3: the next chunk arrived late, from its phase 1
+    assert chunk_phases(realtime, 8, 3).tolist() == realtime.tolist()
+
+    rng = np.random.default_rng(5)
+    keys = {**STORE_KEYS, "chunk_phase": KeySpec((), "int16")}
+    store = Store.create(tmp_path / "p.zarr", keys=keys, attrs=STORE_ATTRS, durable=False)
+    add_with_phase(store, rng, np.full(7, -1, np.int16), "demo")
+    add_with_phase(store, rng, realtime.astype(np.int16), "rollout")
+    cfg = preset("tiny", chunk_length=3, decision="chunk", n_step=1)
+    agent = agent_from_store(store, cfg, device="cpu")
+    online, demo = make_buffers(agent)
+    StoreFeeder(store, agent, online, demo, base_action_fn=CountingBase(), base_hash="h1").poll()
+    assert demo.steps_added == 3 and online.steps_added == 3  # demo: 0, 3, 6; rollout: 0, 3, 5
+    ep = store.read_episode(1)
+    np.testing.assert_allclose(online.obs["obs/joint_pos"][:3].numpy(), ep["obs/joint_pos"][[0, 3, 5]])
+    g = cfg.gamma
+    np.testing.assert_allclose(online.discount[:1].numpy(), [g ** 3], rtol=1e-5)  # n_step 1: one decision
+
+    step = agent_from_store(store, preset("tiny", chunk_length=3), device="cpu")
+    online, demo = make_buffers(step)
+    StoreFeeder(store, step, online, demo, base_action_fn=CountingBase(), base_hash="h1").poll()
+    assert online.phase[:8].tolist() == realtime.tolist()  # the per-tick residual's phase input as acted on
+    assert demo.phase[:7].tolist() == [0, 1, 2, 0, 1, 2, 0]
+
+    frames = {"obs/x": np.arange(8, dtype=np.float32)[:, None]}
+    held, calls, _ = run_base(frames, lambda o: o["obs/x"] * 10, chunk_length=3, hold=True, phase=realtime)
+    assert held[:, 0].tolist() == [0, 0, 0, 30, 30, 50, 50, 50] and calls == 3
+
+
+def add_with_phase(store, rng, phase, source):
+    T = len(phase)
+    data = random_obs(rng, T, SPEC)
+    data["obs/depth_wrist"] = np.zeros((T, 24, 24), np.uint16)
+    data["action"] = rng.uniform(-1, 1, (T, 3)).astype(np.float32)
+    data["base_action"] = data["action"] + 0.1
+    data["residual"] = np.full((T, 3), -0.1, np.float32)
+    data["reward"] = np.zeros(T, np.float32)
+    data["intervention"] = np.zeros(T, bool)
+    data["stamp"] = np.arange(T) / 10.0
+    data["chunk_phase"] = phase
+    return store.append_episode(data, source=source, success=source == "demo", start_time=float(store.n_episodes),
+                                health={})
 
 
 def test_runner_holds_the_residual_and_refuses_per_tick_weights(tmp_path):

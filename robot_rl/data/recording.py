@@ -23,6 +23,12 @@ STATE_KIND, STATE_NAME = "state", "robot"  # the low-dim state vector (/robot/st
 STATE = f"{STATE_KIND}/{STATE_NAME}"
 STATE_KEY = "obs/state"
 ACTION, BASE_ACTION, RESIDUAL = "action", "base_action", "residual"
+# The executed action's index in the base's chunk (-1: no base ran, a demo). The learner cuts
+# rollouts into the decisions the policy node made from it: in real time, late chunks skip actions and
+# new chunks start early, so chunks are not back to back from the episode start. Stores created
+# before it existed lack the key; they keep recording without it (readers assume lockstep chunks).
+CHUNK_PHASE = "chunk_phase"
+OPTIONAL_KEYS = (CHUNK_PHASE,)
 
 
 def camera_key(name: str) -> str:
@@ -58,7 +64,8 @@ def store_layout(profile: Profile, record_depth: bool = False) -> tuple[dict[str
         streams.append({"name": "state", "shape": [d], "dtype": "float32", "rate_hz": profile.robot.state_rate_hz})
     for key in (ACTION, BASE_ACTION, RESIDUAL):
         keys[key] = KeySpec((n,), "float32")
-    keys.update({"reward": KeySpec((), "float32"), "intervention": KeySpec((), "bool"), "stamp": KeySpec((), "float64")})
+    keys.update({"reward": KeySpec((), "float32"), "intervention": KeySpec((), "bool"), "stamp": KeySpec((), "float64"),
+                 CHUNK_PHASE: KeySpec((), "int16")})
     attrs = {
         "control_rate_hz": profile.robot.control_rate_hz,
         "profile": to_dict(profile),
@@ -111,7 +118,9 @@ def open_or_create(path, profile: Profile, record_depth: bool = False) -> Store:
         if Path(path).exists():
             raise
         return Store.create(path, keys=keys, attrs=attrs)
-    mismatch = {k for k in set(keys) ^ set(store.keys)} | {k for k in keys if k in store.keys and store.keys[k] != keys[k]}
+    missing_optional = {k for k in OPTIONAL_KEYS if k not in store.keys}
+    mismatch = {k for k in set(keys) ^ set(store.keys) if k not in missing_optional} | \
+        {k for k in keys if k in store.keys and store.keys[k] != keys[k]}
     if mismatch:
         store.close()
         raise StoreError(f"{path}: recorded with a different setup (keys differ: {', '.join(sorted(mismatch))}); "
@@ -181,6 +190,7 @@ class Recording:
         self.episodes_committed = 0
         self.started_at = 0.0
         self._pending: dict[float, dict[str, np.ndarray]] = {}
+        self.records_phase = CHUNK_PHASE in writer.store.keys
 
     @property
     def recording(self) -> bool:
@@ -203,13 +213,13 @@ class Recording:
         self.aligner.add(ACTION, stamp, positions)
 
     def add_policy_output(self, kind: str, stamp: float, positions: np.ndarray) -> dict[str, np.ndarray] | None:
-        """Rollout mode: the policy publishes command, base action and residual on one stamp, on three
-        topics that may arrive in any order. Returns all three once the set for `stamp` is complete."""
+        """Rollout mode: the policy publishes command, base action, residual and chunk phase on one stamp,
+        on four topics that may arrive in any order. Returns all four once the set for `stamp` is complete."""
         if kind == ACTION:
             self.add_command(stamp, positions)
         entry = self._pending.setdefault(stamp, {})
         entry[kind] = np.asarray(positions, dtype=np.float32)
-        if len(entry) == 3:
+        if len(entry) == 4:
             del self._pending[stamp]
             for old in [s for s in self._pending if s < stamp]:  # a lost message never completes
                 del self._pending[old]
@@ -253,6 +263,8 @@ class Recording:
         step: dict[str, Any] = {**observation_values(self.profile, obs.values, self.record_depth), ACTION: action,
                                 BASE_ACTION: base, RESIDUAL: residual, "reward": 0.0,
                                 "intervention": self.intervening, "stamp": t}
+        if self.records_phase:
+            step[CHUNK_PHASE] = np.int16(np.asarray(policy[CHUNK_PHASE]).reshape(-1)[0] if policy else -1)
         self.intervention_steps += int(self.intervening)
         if self._held is not None:
             self.writer.add_step(self._held)

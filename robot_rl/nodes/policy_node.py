@@ -4,7 +4,8 @@ Observations are built at each control tick by the as-of join the recorder uses.
 runs in its own thread and is requested `lead_steps` ticks before the current chunk runs out, so
 the control loop never waits on it (realtime clock). With `tick: observation` (the lockstep sim)
 each new complete observation is one tick, and the loop waits for inference because the robot
-does too. Publishes /robot/command with /policy/base_action and /policy/residual on the same stamp.
+does too. Publishes /robot/command with /policy/base_action, /policy/residual and /policy/chunk_phase
+on one stamp.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from robot_rl.config import ConfigError
 from robot_rl.control.chunking import ChunkExecutor, ObservationHistory
 from robot_rl.control.intervention import InterventionGate
 from robot_rl.data.align import AsOfAligner
-from robot_rl.data.recording import ACTION, observation_values, stream_max_ages
+from robot_rl.data.recording import ACTION, CHUNK_PHASE, observation_values, stream_max_ages
 from robot_rl.ros import convert, qos, topics
 from robot_rl.ros.node import OK, WARN, RobotRLNode, run_node
 from robot_rl.ros.streams import AlignerSink, subscribe_observations
@@ -52,6 +53,7 @@ class PolicyNode(RobotRLNode):
         self.command_pub = self.create_publisher(JointState, topics.ROBOT_COMMAND, qos.COMMAND)
         self.base_pub = self.create_publisher(JointState, topics.POLICY_BASE_ACTION, qos.RELIABLE)
         self.residual_pub = self.create_publisher(JointState, topics.POLICY_RESIDUAL, qos.RELIABLE)
+        self.phase_pub = self.create_publisher(JointState, topics.POLICY_CHUNK_PHASE, qos.RELIABLE)
         self.create_service(SetBool, topics.POLICY_ENABLE, self.on_enable)
         self.residual = None
         if p.residual:
@@ -169,7 +171,7 @@ class PolicyNode(RobotRLNode):
             if self.residual.wants_base_features:
                 current[self.residual.features_key] = self.chunks.features()
             residual = self.residual.apply(current, base, phase, explore=self.params.explore)
-        self.publish(t, base, residual)
+        self.publish(t, base, residual, phase)
         if not waited:  # the control tick itself (a cached chunk), not the inference it waited for
             self.tick_ms.append((time.perf_counter() - started) * 1e3)
             del self.tick_ms[:-200]
@@ -199,9 +201,11 @@ class PolicyNode(RobotRLNode):
             self.get_logger().warn(f"residual weights rejected: {self.residual.counters.last_reject_reason}",
                                    throttle_duration_sec=2.0)
 
-    def publish(self, t: float, base: np.ndarray, residual: np.ndarray) -> None:
+    def publish(self, t: float, base: np.ndarray, residual: np.ndarray, phase: int) -> None:
         command = np.clip(base + residual, self.lower, self.upper)
         residual = command - base  # what was really added after clipping
+        # the phase first: the recorder completes a tick's set on the command's stamp, in any order
+        self.phase_pub.publish(convert.joint_state_msg([CHUNK_PHASE], [float(phase)], stamp=t))
         for pub, value in ((self.base_pub, base), (self.residual_pub, residual), (self.command_pub, command)):
             pub.publish(convert.joint_state_msg(self.joint_names, value, stamp=t))
         self.stats["commands"] += 1

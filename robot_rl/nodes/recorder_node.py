@@ -17,7 +17,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from robot_rl.config import ConfigError
 from robot_rl.data.episode_writer import EpisodeWriter
-from robot_rl.data.recording import ACTION, BASE_ACTION, JOINTS, RESIDUAL, Recording, open_or_create
+from robot_rl.data.recording import ACTION, BASE_ACTION, CHUNK_PHASE, JOINTS, RESIDUAL, Recording, open_or_create
 from robot_rl.data.schema import StoreError
 from robot_rl.ros import convert, qos, topics
 from robot_rl.ros.node import OK, WARN, RobotRLNode, run_node
@@ -64,6 +64,8 @@ class RecorderNode(RobotRLNode):
                                      qos.RECORDING)
             self.create_subscription(JointState, topics.POLICY_RESIDUAL, lambda m: self.on_command(RESIDUAL, m),
                                      qos.RECORDING)
+            self.create_subscription(JointState, topics.POLICY_CHUNK_PHASE,
+                                     lambda m: self.on_command(CHUNK_PHASE, m, [CHUNK_PHASE]), qos.RECORDING)
         self.create_subscription(Bool, topics.TELEOP_INTERVENING, self.on_intervening, qos.RELIABLE)
         self.events = self.create_publisher(String, topics.EPISODE_EVENTS, qos.RELIABLE)
         self.create_service(Trigger, topics.RECORDER_START, self.on_start)
@@ -76,9 +78,9 @@ class RecorderNode(RobotRLNode):
                                f"{p.mode} mode")
 
     # -- commands -------------------------------------------------------------------------------
-    def on_command(self, kind: str, msg: JointState) -> None:
+    def on_command(self, kind: str, msg: JointState, names: list[str] | None = None) -> None:
         try:
-            q = convert.joint_positions_from_msg(msg, self.joint_names)
+            q = convert.joint_positions_from_msg(msg, names or self.joint_names)
         except ValueError:
             return  # the robot rejects it too: it is not an executed command
         stamp = convert.from_time(msg.header.stamp)

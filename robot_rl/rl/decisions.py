@@ -44,6 +44,17 @@ def decision_starts(phase: np.ndarray) -> np.ndarray:
     return np.flatnonzero(new)
 
 
+def chunk_phases(recorded: np.ndarray | None, length: int, chunk_length: int) -> np.ndarray:
+    """Each tick's index in its base chunk: as recorded by the policy node (`chunk_phase`), else (a
+    demo, or a store from before phases were recorded) chunks back to back from the episode start,
+    which is what the policy node executes in lockstep and what demo relabelling assumes."""
+    if recorded is not None:
+        recorded = np.asarray(recorded, np.int64).reshape(-1)
+        if len(recorded) == length and length and recorded.min() >= 0:
+            return recorded
+    return np.arange(length, dtype=np.int64) % max(1, chunk_length)
+
+
 def episode_transitions(decision: str, obs: Mapping[str, np.ndarray], base_n: np.ndarray, action_n: np.ndarray,
                         reward: np.ndarray, phase: np.ndarray, *, action_scale: float, project: bool,
                         gamma: float) -> dict[str, Any]:
@@ -78,4 +89,4 @@ def episode_transitions(decision: str, obs: Mapping[str, np.ndarray], base_n: np
                 phase=np.zeros(len(starts), np.int64), steps=lengths)
 
 
-__all__ = ["ChunkHold", "decision_starts", "episode_transitions"]
+__all__ = ["ChunkHold", "chunk_phases", "decision_starts", "episode_transitions"]

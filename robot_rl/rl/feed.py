@@ -19,7 +19,8 @@ from robot_rl.data.schema import KeySpec
 from robot_rl.data.store import Store
 from robot_rl.rl.agent import ResidualTD3
 from robot_rl.rl.config import ResidualRLConfig
-from robot_rl.rl.decisions import episode_transitions
+from robot_rl.data.recording import CHUNK_PHASE
+from robot_rl.rl.decisions import chunk_phases, episode_transitions
 from robot_rl.rl.encoder import BASE_FEATURES, is_camera, obs_spec_from_keys
 from robot_rl.rl.normalize import data_bounds
 from robot_rl.rl.relabel import BaseActionFn, RelabelStats, relabel_episodes
@@ -105,7 +106,7 @@ class StoreFeeder:
                              "base_features_fn/base_hash was given")
         self.next_episode = 0
         self._keys = [k for k in agent.obs_spec if k != BASE_FEATURES] + ["action", "base_action", "reward"] + \
-            (["phase"] if "phase" in store.keys else [])
+            ([CHUNK_PHASE] if CHUNK_PHASE in store.keys else [])
 
     def poll(self, limit: int | None = None) -> FeedResult:
         self.store.refresh()
@@ -125,18 +126,24 @@ class StoreFeeder:
                 obs_horizon=cfg.base_obs_horizon, chunk_length=cfg.chunk_length)
         features: dict[int, np.ndarray] = {}
         if BASE_FEATURES in self.agent.obs_spec:  # demos cached like their relabels; rollouts computed once
-            for wanted, cache in (([i for i in relabelled], True),
-                                  ([m["index"] for m in todo if m["source"] in ONLINE_SOURCES], False)):
+            online = [m["index"] for m in todo if m["source"] in ONLINE_SOURCES]
+            for wanted, cache in (([i for i in relabelled], True), (online, False)):
                 if wanted:
                     features.update(relabel_episodes(
                         self.store, wanted, self.base_features_fn, self.base_hash, cache_dir=self.cache_dir,
                         obs_horizon=cfg.base_obs_horizon, chunk_length=cfg.chunk_length, tag="features",
-                        hold=True, cache=cache)[0])
+                        hold=True, cache=cache, phases=None if cache else self._recorded_phases(wanted))[0])
         for m in todo:
             self._add(m, relabelled.get(m["index"]), result, features.get(m["index"]))
             result.episodes += 1
         self.next_episode = upto
         return result
+
+    def _recorded_phases(self, episodes: list[int]) -> dict[int, np.ndarray] | None:
+        """The policy node's chunk phases of these rollouts (the features it held per chunk follow them)."""
+        if CHUNK_PHASE not in self.store.keys:
+            return None
+        return {i: self.store.load([CHUNK_PHASE], episodes=[i])[CHUNK_PHASE] for i in episodes}
 
     def _add(self, m: dict, relabel: np.ndarray | None, result: FeedResult, features: np.ndarray | None) -> None:
         src, success = m["source"], m["success"]
@@ -151,10 +158,7 @@ class StoreFeeder:
         obs = {k: ep[k] for k in self.agent.obs_spec if k != BASE_FEATURES}
         if features is not None:
             obs[BASE_FEATURES] = features
-        # recorded chunk phases where the store has them; else chunks back to back from the episode
-        # start (the policy node's lockstep execution)
-        phase = np.asarray(ep["phase"]).astype(np.int64).reshape(-1) if "phase" in ep else \
-            np.arange(len(reward)) % cfg.chunk_length
+        phase = chunk_phases(ep.get(CHUNK_PHASE), len(reward), cfg.chunk_length)
         base = relabel if src == "demo" else ep["base_action"]
         batch = episode_transitions(cfg.decision, obs, norm.normalize_np(base), norm.normalize_np(ep["action"]), reward,
                                     phase, action_scale=cfg.action_scale, project=cfg.project_actions, gamma=cfg.gamma)

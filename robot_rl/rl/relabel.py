@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from robot_rl.data.store import Store
+from robot_rl.rl.decisions import chunk_phases, decision_starts
 
 BaseActionFn = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 _HASH_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -88,22 +89,26 @@ def _call(episode_obs, base_action_fn, frames: np.ndarray, hist: np.ndarray | No
 
 
 def run_base(episode_obs: Mapping[str, np.ndarray], base_action_fn: BaseActionFn, *, obs_horizon: int = 1,
-             chunk_length: int = 1, batch_size: int = 256, hold: bool = False) -> tuple[np.ndarray, int, int]:
+             chunk_length: int = 1, batch_size: int = 256, hold: bool = False,
+             phase: np.ndarray | None = None) -> tuple[np.ndarray, int, int]:
     """The base's action at every frame of one episode: ((T, n) float32, frames run, chunk used).
 
     If base_action_fn returns chunks (B, horizon, n), the base is queried only at chunk starts
     (t mod chunk_length == 0) and frame t gets element t mod chunk_length of its chunk: exactly
     what the policy node executes open loop, and chunk_length times fewer base calls. If it returns
     (B, n), every frame is queried (chunk used = 1) unless `hold`: then only chunk starts are, and
-    frame t gets its chunk start's row (the base's features when it planned the chunk)."""
+    frame t gets its chunk start's row (the base's features when it planned the chunk); `phase` (a
+    rollout's recorded chunk phases) puts those starts where the policy node's chunks really began."""
     T = len(next(iter(episode_obs.values())))
     hist = _history_index(T, obs_horizon) if obs_horizon > 1 else None
     starts = np.arange(0, T, chunk_length)
+    if hold and phase is not None:
+        starts = decision_starts(chunk_phases(phase, T, chunk_length))
     first = _call(episode_obs, base_action_fn, starts[:batch_size], hist)
     if first.ndim == 2 and hold:
         rows = np.concatenate([first] + [_call(episode_obs, base_action_fn, starts[lo:lo + batch_size], hist)
                                          for lo in range(batch_size, len(starts), batch_size)])
-        return rows[np.arange(T) // chunk_length], len(starts), chunk_length
+        return rows[np.searchsorted(starts, np.arange(T), side="right") - 1], len(starts), chunk_length
     if first.ndim == 3:
         if first.shape[1] < min(chunk_length, T):
             raise ValueError(f"base chunks of {first.shape[1]} steps are shorter than chunk_length {chunk_length}")
@@ -124,12 +129,14 @@ def run_base(episode_obs: Mapping[str, np.ndarray], base_action_fn: BaseActionFn
 def relabel_episodes(store: Store, episodes: Sequence[int], base_action_fn: BaseActionFn, base_hash: str, *,
                      cache_dir: str | os.PathLike | None = None, obs_horizon: int = 1, chunk_length: int = 1,
                      obs_keys: Sequence[str] | None = None, tag: str = "", hold: bool = False,
-                     cache: bool = True) -> tuple[dict[int, np.ndarray], RelabelStats]:
+                     cache: bool = True, phases: Mapping[int, np.ndarray] | None = None
+                     ) -> tuple[dict[int, np.ndarray], RelabelStats]:
     """{episode: (T, n) base actions} for the given store episodes, from the cache where it holds
     them (same episode length, start time and chunking) and from `base_action_fn` otherwise; new
     results are written back (atomically) before returning. `tag` names a separate cache file (e.g.
     "features"); `hold` is run_base's; `cache=False` computes without reading or writing one (the
-    file is rewritten whole, so it is for demos, not for a session's growing rollouts)."""
+    file is rewritten whole, so it is for demos, not for a session's growing rollouts); `phases`:
+    recorded chunk phases per episode for `hold` (uncached rollouts only)."""
     path = cache_path(store.path, base_hash, cache_dir, obs_horizon, tag)
     stats = RelabelStats(cache_path=path if cache else None)
     tensors, index = _read_cache(path) if cache else ({}, {})
@@ -149,7 +156,7 @@ def relabel_episodes(store: Store, episodes: Sequence[int], base_action_fn: Base
         obs = store.load(keys, episodes=[ep])
         obs.pop("episode_ends")
         out[ep], frames, used = run_base(obs, base_action_fn, obs_horizon=obs_horizon, chunk_length=chunk_length,
-                                         hold=hold)
+                                         hold=hold, phase=None if phases is None else phases.get(ep))
         tensors[name], index[name] = out[ep], [m["length"], m["start_time"], used]
         stats.misses += 1
         stats.frames += frames

@@ -8,6 +8,7 @@ TELEOP_COMMAND = "/teleop/command"
 TELEOP_INTERVENING = "/teleop/intervening"
 POLICY_BASE_ACTION = "/policy/base_action"
 POLICY_RESIDUAL = "/policy/residual"
+POLICY_CHUNK_PHASE = "/policy/chunk_phase"  # JointState, name ["chunk_phase"]: the action's index in the base chunk
 LEARNER_WEIGHTS = "/learner/residual_weights"
 EPISODE_EVENTS = "/episode/events"
 DIAGNOSTICS = "/diagnostics"
