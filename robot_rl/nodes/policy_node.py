@@ -204,7 +204,7 @@ class PolicyNode(RobotRLNode):
     def publish(self, t: float, base: np.ndarray, residual: np.ndarray, phase: int) -> None:
         command = np.clip(base + residual, self.lower, self.upper)
         residual = command - base  # what was really added after clipping
-        # the phase first: the recorder completes a tick's set on the command's stamp, in any order
+        # the recorder joins the four messages of a tick by their common stamp, in any arrival order
         self.phase_pub.publish(convert.joint_state_msg([CHUNK_PHASE], [float(phase)], stamp=t))
         for pub, value in ((self.base_pub, base), (self.residual_pub, residual), (self.command_pub, command)):
             pub.publish(convert.joint_state_msg(self.joint_names, value, stamp=t))

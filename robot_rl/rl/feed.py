@@ -15,11 +15,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from robot_rl.data.recording import CHUNK_PHASE
 from robot_rl.data.schema import KeySpec
 from robot_rl.data.store import Store
 from robot_rl.rl.agent import ResidualTD3
 from robot_rl.rl.config import ResidualRLConfig
-from robot_rl.data.recording import CHUNK_PHASE
 from robot_rl.rl.decisions import chunk_phases, episode_transitions
 from robot_rl.rl.encoder import BASE_FEATURES, is_camera, obs_spec_from_keys
 from robot_rl.rl.normalize import data_bounds
