@@ -70,6 +70,10 @@ def test_start_gate_names_stale_streams(recording):
     problems = rec.stale_streams(2.0)  # nothing newer than t=1.0
     assert set(problems) == {"joint_state", "color/front", "color/wrist", "tactile/left_finger", "tactile/right_finger"}
     assert all("stale" in p for p in problems.values())
+    assert rec.stale_streams(1.0) == {}
+    assert set(rec.stale_streams(1.0, commands=True)) == {"action"}  # teleop: no command heard yet
+    feed(rec, 1.0, 1.1, action_from=1.0)
+    assert rec.stale_streams(1.1, commands=True) == {}
 
 
 def test_invalid_ticks_and_gaps_flag_the_episode(recording):

@@ -82,9 +82,6 @@ def run_collect(args: argparse.Namespace) -> int:
             print(f"error: the graph did not come up: {problem}")
             return 1
         session = RecorderSession(client)
-        if unattended and not session.wait_expert_commands():
-            print(f"error: the scripted expert published no commands on {topics.ROBOT_COMMAND} within 60 s")
-            return 1
         bar = tqdm(total=args.episodes, unit="episode", dynamic_ncols=True)
         lost_in_a_row = 0
         while len(results) < args.episodes:
@@ -96,9 +93,8 @@ def run_collect(args: argparse.Namespace) -> int:
                 try:
                     result = session.sim_episode(args.max_seconds)
                 except EpisodeLost as e:
-                    # Nothing reached the store. An unattended expert episode is simply run again (a
-                    # recorder whose command subscription matched late saw no valid tick); a run that
-                    # keeps losing episodes has a real problem and stops.
+                    # Nothing reached the store. An unattended expert episode is simply run again; a
+                    # run that keeps losing episodes has a real problem and stops.
                     lost_in_a_row += 1
                     tqdm.write(f"warning: {e}; running the episode again ({lost_in_a_row}/{MAX_LOST_IN_A_ROW})")
                     if lost_in_a_row >= MAX_LOST_IN_A_ROW:
@@ -144,17 +140,9 @@ class RecorderSession:
             if not c.wait_for_service(timeout_sec=30):
                 raise RuntimeError(f"recorder service {c.srv_name} not available")
 
-    def wait_expert_commands(self, timeout: float = 60.0) -> bool:
-        """Before the first unattended episode: the expert's hold commands flow (it publishes them while
-        it waits for the recorder), which also gives the recorder's command subscription time to match."""
-        from sensor_msgs.msg import JointState
-
-        from robot_rl.ros import qos, topics
-
-        self.client.probe.watch(topics.ROBOT_COMMAND, JointState, qos.COMMAND, keep_msg=False)
-        return self.client.probe.wait_count(topics.ROBOT_COMMAND, 5, timeout)
-
-    def begin(self, timeout: float = 10.0) -> None:
+    def begin(self, timeout: float = 30.0) -> None:
+        """Start recording; the recorder refuses until every stream, the teleop commands included, is
+        fresh (on a busy machine its command subscription can match seconds after the graph is up)."""
         deadline = time.monotonic() + timeout
         while True:
             response = self.client.call(self.start, self.Trigger.Request())

@@ -226,10 +226,13 @@ class Recording:
             return entry
         return None
 
-    def stale_streams(self, now: float) -> dict[str, str]:
-        """The start gate: sensor streams not fresh at `now` ({} = ready). Commands are not required
-        yet: a teleoperator (or the sim expert) may only start moving once recording starts."""
-        return {s: p for s, p in self.aligner.observe(now).problems.items() if s != ACTION}
+    def stale_streams(self, now: float, commands: bool = False) -> dict[str, str]:
+        """The start gate: streams not fresh at `now` ({} = ready). `commands`: the command stream too
+        (teleop: every device publishes its target at the control rate, still or not, so a stale
+        command stream means the recorder does not hear the teleop node yet - a discovery still under
+        way on a busy machine - and every tick of the episode would be invalid). Rollouts tick on the
+        policy's own messages and do not need it."""
+        return {s: p for s, p in self.aligner.observe(now).problems.items() if commands or s != ACTION}
 
     # -- episode lifecycle ----------------------------------------------------------------------
     def start(self, source: str = "demo", base_ckpt: str = "") -> None:

@@ -108,7 +108,7 @@ class RecorderNode(RobotRLNode):
         # lockstep sim (whose stamps run at the CPU's pace, not the wall clock's) passes when ready.
         newest = self.rec.aligner.latest_stamp(JOINTS)
         now = newest if self.params.mode == "rollout" and newest is not None else time.time()
-        stale = self.rec.stale_streams(now)
+        stale = self.rec.stale_streams(now, commands=self.params.mode == "teleop")
         if stale:
             response.success = False
             response.message = "not starting, streams not fresh: " + "; ".join(f"{s}: {p}" for s, p in stale.items())
