@@ -40,6 +40,10 @@ class RecorderNode(RobotRLNode):
         self.rec = Recording(self.profile, self.writer, record_depth=p.record_depth,
                              min_rate_fraction=p.min_rate_fraction, max_invalid_fraction=p.max_invalid_fraction,
                              frames_per_tick=p.mode == "rollout")
+        if p.mode == "rollout" and not self.rec.records_phase:
+            self.get_logger().warn(f"{self.store_path} predates recorded chunk phases: rollouts go in without "
+                                   "them and the learner assumes chunks back to back (exact only in lockstep); "
+                                   "a new store records them")
         self.base_hash = ""
         if p.base_checkpoint:
             from robot_rl.policies.checkpoint import checkpoint_hash
