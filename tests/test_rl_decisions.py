@@ -11,7 +11,7 @@ from robot_rl.data.store import Store
 from robot_rl.rl import StoreFeeder, agent_from_store, export_actor_weights, make_buffers, n_step_returns, preset
 from robot_rl.data.schema import KeySpec
 from robot_rl.rl.decisions import ChunkHold, chunk_phases, decision_starts, episode_transitions
-from robot_rl.rl.relabel import run_base
+from robot_rl.rl.relabel import relabel_episodes, run_base
 from test_rl_core import SPEC, STORE_ATTRS, STORE_KEYS, CountingBase, add_episode, random_obs
 
 
@@ -127,6 +127,8 @@ def test_recorded_chunk_phases_cut_rollouts_where_the_policy_node_did(tmp_path):
     frames = {"obs/x": np.arange(8, dtype=np.float32)[:, None]}
     held, calls, _ = run_base(frames, lambda o: o["obs/x"] * 10, chunk_length=3, hold=True, phase=realtime)
     assert held[:, 0].tolist() == [0, 0, 0, 30, 30, 50, 50, 50] and calls == 3
+    with pytest.raises(ValueError, match="uncached"):  # the cache is keyed without phases
+        relabel_episodes(store, [1], CountingBase(), "h1", hold=True, phases={1: realtime})
 
 
 def add_with_phase(store, rng, phase, source):

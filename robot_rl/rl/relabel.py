@@ -137,6 +137,8 @@ def relabel_episodes(store: Store, episodes: Sequence[int], base_action_fn: Base
     "features"); `hold` is run_base's; `cache=False` computes without reading or writing one (the
     file is rewritten whole, so it is for demos, not for a session's growing rollouts); `phases`:
     recorded chunk phases per episode for `hold` (uncached rollouts only)."""
+    if phases is not None and cache:
+        raise ValueError("recorded phases change where chunks start: relabel with them only uncached (cache=False)")
     path = cache_path(store.path, base_hash, cache_dir, obs_horizon, tag)
     stats = RelabelStats(cache_path=path if cache else None)
     tensors, index = _read_cache(path) if cache else ({}, {})
