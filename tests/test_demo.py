@@ -26,7 +26,8 @@ def _stray(marker: str) -> list[str]:
 def test_demo_interrupted_then_resumed(tmp_path, ros_domain):
     run = tmp_path / "demo"
     argv = [sys.executable, "-m", "robot_rl.cli.main", "demo", "--run-dir", str(run), "--demos", "4",
-            "--base-steps", "20", "--eval-episodes", "3", "--finetune-minutes", "1.5", "--preset", "tiny"]
+            "--base-steps", "20", "--eval-episodes", "3", "--finetune-minutes", "1.5", "--preset", "tiny",
+            "--drift", "waist=0.05"]
     # Ctrl-C in a terminal reaches a foreground process; a test run launched as a background job
     # (e.g. `make test &`) inherits SIGINT ignored, so give the demo the default disposition back.
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -58,6 +59,9 @@ def test_demo_interrupted_then_resumed(tmp_path, ros_domain):
     assert check(store) == []
     summary = json.loads((run / "summary.json").read_text())
     assert (run / "report.html").is_file()
+    # the robot drifted after collection in every later stage (the sim node says so when it starts)
+    assert summary["drift"] == "waist=0.05" and "robot drift" in result.stdout
+    assert "waist drifted by +0.05" in (run / "graph.log").read_text()  # the last stage's log (eval_final)
     for name in ("base", "final"):
         evaluation = json.loads((run / f"eval_{name if name == 'base' else 'final'}.json").read_text())["summary"]
         assert summary[name]["successes"] == evaluation["successes"] and summary[name]["episodes"] == 3

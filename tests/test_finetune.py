@@ -233,4 +233,6 @@ def test_finetune_bad_inputs_are_refused_before_anything_starts(tmp_path, capsys
     assert main(["finetune", "--base", str(base), "--store", str(rollouts_only), *common]) == 2
     assert "no successful demonstrations" in capsys.readouterr().err
     assert main(["finetune", "--base", str(base), "--store", str(tmp_path / "missing.zarr"), *common]) == 2
+    assert main(["finetune", "--base", str(base), "--store", str(store), "--drift", "hip=0.1", *common]) == 2
+    assert "--drift" in (err := capsys.readouterr().err) and "hip=0.1" in err and "waist" in err
     assert not (tmp_path / "run" / "graph.log").exists()

@@ -182,3 +182,44 @@ def test_success_only_when_cube_rests_on_target_released(robot):
     robot.task.set_cube(robot.data, [target[0], target[1], CUBE_HALF], yaw=0.0)
     grasp_cube(robot)
     assert robot.task_state()["grasped"] and not robot.success()
+
+
+def test_drifted_joint_settles_off_its_target_and_reports_where_it_is(profile):
+    """The robot-changed-since-the-demos rehearsal: the waist misses every target by the drift."""
+    with SimRobot(profile, seed=0, render=False, drift={"waist": 0.05}) as drifted:
+        drifted.reset(0)
+        goal = drifted.joint_state()[0] + np.array([0.4, 0.2, -0.2, -0.1, 0.3, -0.01])
+        drifted.set_target(goal)
+        settle(drifted, 1.0)
+        q = drifted.joint_state()[0]
+        assert q[0] == pytest.approx(goal[0] + 0.05, abs=0.01)
+        assert q[1:] == pytest.approx(goal[1:], abs=0.01)
+    with pytest.raises(ValueError, match="unknown joints"):
+        SimRobot(profile, render=False, drift={"hip": 0.1})
+
+
+def test_parse_drift_names_the_bad_item(profile):
+    from robot_rl.sim.robot import parse_drift
+
+    joints = list(profile.robot.joint_names)
+    assert parse_drift("", joints) == {} and parse_drift("none", joints) == {}
+    assert parse_drift("waist=0.05, shoulder=-0.02", joints) == {"waist": 0.05, "shoulder": -0.02}
+    for text, problem in (("hip=0.1", "one of waist"), ("waist", "JOINT=OFFSET"), ("waist=abc", "not a number"),
+                          ("waist=0.9", "at most 0.5"), ("waist=nan", "finite")):
+        with pytest.raises(ValueError, match=problem) as err:
+            parse_drift(f"elbow=0.01,{text}", joints)
+        assert text in str(err.value)
+
+
+def test_sim_driver_takes_drift_from_its_node_parameter(profile):
+    from robot_rl.config import ConfigError
+    from robot_rl.config.nodes import SimRobotParams
+    from robot_rl.sim.driver import SimDriver
+
+    driver = SimDriver(profile, SimRobotParams(render=False, drift="waist=-0.03"))
+    try:
+        assert driver.robot.drift == {"waist": -0.03}
+    finally:
+        driver.close()
+    with pytest.raises(ConfigError, match="drift.*hip=1"):
+        SimDriver(profile, SimRobotParams(render=False, drift="hip=1"))

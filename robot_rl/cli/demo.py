@@ -28,6 +28,7 @@ class DemoBudget:
 
 
 QUICK = DemoBudget(demos=40, base_steps=600, eval_episodes=20, finetune_minutes=6.0)  # ~20 min on 2 cores
+DEFAULT_DRIFT = "none"
 LONG = DemoBudget(demos=100, base_steps=2500, eval_episodes=50, finetune_minutes=60.0)
 
 
@@ -45,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation")
     p.add_argument("--finetune-minutes", type=float, default=None, help="fine-tuning session length")
     p.add_argument("--preset", default="cpu_lowdim", help="residual RL preset")
+    p.add_argument("--drift", default=DEFAULT_DRIFT, metavar="JOINT=RAD[,...]",
+                   help="the robot changed after the demonstrations: these joints settle this far from their targets "
+                        f"in every stage after collection (default {DEFAULT_DRIFT}; 'none' for the unchanged robot)")
     p.set_defaults(func=run_demo)
 
 
@@ -61,10 +65,11 @@ def run_demo(args: argparse.Namespace) -> int:
         "collect": args.store is None, "train_base": args.base is None,
         "demos": args.demos or budget.demos, "base_steps": args.base_steps or budget.base_steps,
         "eval_episodes": args.eval_episodes or budget.eval_episodes,
-        "finetune_minutes": args.finetune_minutes or budget.finetune_minutes}
+        "finetune_minutes": args.finetune_minutes or budget.finetune_minutes, "drift": args.drift}
     profile, policy, preset = settings["profile"], settings["policy"], settings["preset"]
     demos, base_steps = settings["demos"], settings["base_steps"]
     episodes, ft_minutes = settings["eval_episodes"], settings["finetune_minutes"]
+    drift = ["--drift", settings.get("drift") or "none"]
     run_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("ROS_HOME", str((run_dir / "ros").resolve()))
     done = set(info.get("done", []))
@@ -73,7 +78,7 @@ def run_demo(args: argparse.Namespace) -> int:
     learner = run_dir / "learner_run"
     log = run_dir / "graph.log"
     write_run_info(run_dir, store=str(store.resolve()), base_checkpoint=str(base.resolve()), profile=profile,
-                   preset=preset, settings=settings, done=sorted(done))
+                   preset=preset, settings=settings, done=sorted(done), drift=settings.get("drift") or "none")
 
     stages = [
         ("collect", f"collect {demos} expert demonstrations through ROS", settings["collect"],
@@ -83,16 +88,17 @@ def run_demo(args: argparse.Namespace) -> int:
           "--steps", str(base_steps)]),
         ("eval_base", f"evaluate the base ({episodes} episodes, lockstep)", True,
          ["eval", "--profile", profile, "--checkpoint", str(base), "--episodes", str(episodes),
-          "--out", str(run_dir / "eval_base.json"), "--log", str(log)]),
+          "--out", str(run_dir / "eval_base.json"), "--log", str(log), *drift]),
         ("finetune", f"residual RL fine-tuning session ({ft_minutes:g} min)", True,
          ["finetune", "--profile", profile, "--base", str(base), "--store", str(store), "--preset", preset,
-          "--minutes", str(ft_minutes), "--run-dir", str(run_dir), "--no-report", "--log", str(log)]),
+          "--minutes", str(ft_minutes), "--run-dir", str(run_dir), "--no-report", "--log", str(log), *drift]),
         ("eval_final", f"evaluate base + residual ({episodes} episodes)", True,
          ["eval", "--profile", profile, "--checkpoint", str(base), "--residual", str(learner),
           "--episodes", str(episodes), "--out", str(run_dir / "eval_final.json"),
-          "--log", str(log)]),
+          "--log", str(log), *drift]),
     ]
     print(f"== robot_rl demo on profile {profile}: run dir {run_dir}"
+          + (f"; robot drift after collection: {settings['drift']}" if settings.get("drift", "none") != "none" else "")
           + (f" (resuming; done: {', '.join(sorted(done))})" if done else ""))
     todo = [s for s in stages if s[2]]
     for i, (name, title, _, argv) in enumerate(todo, 1):
@@ -140,7 +146,8 @@ def _rate(block: dict | None) -> str:
 def print_summary(summary: dict, run_dir: Path, html: Path) -> None:
     session = summary.get("session", {})
     stages = summary.get("stages_s", {})
-    rows = [("base policy", _rate(summary.get("base"))),
+    rows = [("robot drift (after collection)", summary.get("drift") or "none"),
+            ("base policy", _rate(summary.get("base"))),
             ("base + residual", _rate(summary.get("final"))),
             ("fine-tuning episodes", f"{session.get('episodes', 0)} ({session.get('env_steps', 0)} env steps)"),
             ("session success (last 20)", f"{100 * (session.get('success_rate_last20') or 0):.0f} %"),

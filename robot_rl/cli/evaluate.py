@@ -8,8 +8,9 @@ import os
 import time
 from pathlib import Path
 
-from robot_rl.stats import wilson
+from robot_rl.cli.finetune import add_drift_option, drift_param
 from robot_rl.config import ConfigError, load_profile
+from robot_rl.stats import wilson
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="add a fine-tuned residual: a learner checkpoint (RUN_DIR/learner_run of robot-rl finetune)")
     p.add_argument("--out", type=Path, help="write the per-episode results and summary as JSON here")
     p.add_argument("--log", type=Path, help="node logs go here instead of the terminal")
+    add_drift_option(p)
     p.set_defaults(func=run_eval)
 
 
@@ -46,7 +48,8 @@ def run_eval(args: argparse.Namespace) -> int:
     if not (args.checkpoint / "config.json").is_file():
         raise ConfigError(f"{args.checkpoint} is not a checkpoint directory (no config.json)")
     lockstep = args.clock == "lockstep"
-    overrides = {sim.name: {"clock": args.clock, "seed": str(args.seed)},
+    drift = drift_param(profile, args.drift)
+    overrides = {sim.name: {"clock": args.clock, "seed": str(args.seed), **({"drift": drift} if drift else {})},
                  policy.name: {"checkpoint": str(args.checkpoint.resolve()), "tick": "observation" if lockstep else "timer"}}
     if args.residual is not None:  # base + the fine-tuned residual (its learner's own config), no exploration
         rl_config = residual_config(args.residual)
@@ -68,7 +71,8 @@ def run_eval(args: argparse.Namespace) -> int:
             print(f"error: {problem}")
             return 1
         what = f"{args.checkpoint} + residual {args.residual}" if args.residual else str(args.checkpoint)
-        print(f"== eval {what} on {profile.name}: {args.episodes} episodes, {args.clock} clock")
+        print(f"== eval {what} on {profile.name}: {args.episodes} episodes, {args.clock} clock"
+              + (f", robot drift {drift}" if drift else ""))
         bar = tqdm(range(args.episodes), unit="episode", dynamic_ncols=True)
         for _ in bar:
             results.append(run_episode(client, enable, args.max_steps, profile.robot.control_rate_hz, lockstep))
@@ -87,7 +91,7 @@ def run_eval(args: argparse.Namespace) -> int:
     summary = {"checkpoint": str(args.checkpoint), "residual": str(args.residual or ""), "episodes": len(results), "successes": wins,
                "success_rate": wins / max(1, len(results)), "ci95": [round(lo, 4), round(hi, 4)],
                "mean_steps": sum(r["steps"] for r in results) / max(1, len(results)), "clock": args.clock,
-               "seed": args.seed}
+               "seed": args.seed, "drift": drift or "none"}
     print(f"== success {wins}/{len(results)} = {100 * summary['success_rate']:.1f} % "
           f"(95 % CI {100 * lo:.1f}-{100 * hi:.1f} %)")
     if args.out:

@@ -37,7 +37,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reward", type=Path, default=None,
                    help="label episodes with this reward classifier (robot-rl train-reward) instead of the sim")
     p.add_argument("--no-report", action="store_true", help="skip the HTML session report at the end")
+    add_drift_option(p)
     p.set_defaults(func=run_finetune)
+
+
+def add_drift_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--drift", default="", metavar="JOINT=RAD[,...]",
+                   help="sim only: these joints settle this far from their targets, as if the robot had changed "
+                        "since the demonstrations (e.g. waist=0.05); default: none")
+
+
+def drift_param(profile, text: str) -> str:
+    """The sim robot node's `drift` parameter, checked against the profile before anything starts."""
+    if not text or text.strip() == "none":
+        return ""
+    if profile.sim is None or profile.robot.driver == "gymnasium":
+        raise ConfigError(f"--drift {text}: only the MuJoCo sim robot can drift; profile {profile.name} has none",
+                          "sim", profile.source)
+    from robot_rl.sim.robot import parse_drift
+
+    try:
+        drift = parse_drift(text, list(profile.robot.joint_names))
+    except ValueError as e:
+        raise ConfigError(f"--drift: {e}") from None
+    return ",".join(f"{j}={v:g}" for j, v in drift.items())
 
 
 def node_named(profile, executable: str, mode: str = "finetune"):
@@ -63,6 +86,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     if not (args.episodes or args.env_steps or args.minutes):
         raise ConfigError("give a budget: --episodes, --env-steps or --minutes")
     preflight(profile, args.base, args.store, args.reward)
+    drift = drift_param(profile, args.drift)
     if args.rl_config is not None:  # learner and policy node both read the file
         from robot_rl.config.typed import load_yaml
         from robot_rl.rl.config import load_config
@@ -85,15 +109,17 @@ def run_finetune(args: argparse.Namespace) -> int:
                                               **({"config": str(args.rl_config.resolve())} if args.rl_config else {})},
     }
     if profile.sim is not None:
-        overrides[node_named(profile, "sim_robot_node")] = {"clock": args.clock}
+        overrides[node_named(profile, "sim_robot_node")] = {"clock": args.clock, **({"drift": drift} if drift else {})}
     log_path = args.log or run_dir / "graph.log"
-    write_run_info(run_dir, store=store, base_checkpoint=base, profile=profile.name, preset=args.preset)
+    write_run_info(run_dir, store=store, base_checkpoint=base, profile=profile.name, preset=args.preset,
+                   drift=drift or "none")
     names = {role: node_named(profile, exe) for role, exe in
              (("learner", "learner_node"), ("policy", "policy_node"))}
     if profile.sim is not None:
         names["robot"] = node_named(profile, "sim_robot_node")
     session = open(run_dir / "session.jsonl", "a")
-    print(f"== finetune {profile.name}: base {args.base}, store {args.store}, preset {args.preset}, run dir {run_dir}")
+    print(f"== finetune {profile.name}: base {args.base}, store {args.store}, preset {args.preset}, run dir {run_dir}"
+          + (f", robot drift {drift}" if drift else ""))
     runner = GraphRunner(profile, mode="finetune", overrides=overrides, log_path=log_path).start()
     client = RobotClient.open(profile, "finetune_client")
     events: queue.Queue = queue.Queue()

@@ -20,6 +20,7 @@ class SimRobotParams:
     seed: int = -1  # -1 = use sim.seed
     realtime_factor: float = 1.0  # realtime clock only: sim seconds per wall second
     camera_delay_s: float = 0.0  # images show the scene this long before their stamp (latency calibration tests)
+    drift: str = ""  # "waist=0.05,...": joints settle this far (rad) from their targets (robot changed since the demos)
 
     def validate(self) -> None:
         check(self.realtime_factor > 0, f"must be positive, got {self.realtime_factor}", "realtime_factor")

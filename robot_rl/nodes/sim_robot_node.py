@@ -49,7 +49,8 @@ class SimRobotNode(RobotRLNode):
         self.publishers_ready.set()
         self.get_logger().info(f"sim robot up: profile {self.profile.name}, {self.driver.clock} clock, "
                                f"{len(self.image_pubs) and len(self.profile.cameras)} cameras, "
-                               f"{len(self.tactile_pubs)} tactile sensors")
+                               f"{len(self.tactile_pubs)} tactile sensors"
+                               + "".join(f", {j} drifted by {v:+g}" for j, v in getattr(self.driver.robot, "drift", {}).items()))
 
     def camera_info(self, cam) -> CameraInfo:
         """A calibration file (calibration/<profile>/<camera>.yaml) wins over the sim's own camera model,

@@ -69,14 +69,15 @@ def run_episode(policy, robot, profile, seed: int, max_steps: int = 150) -> dict
 
 
 def evaluate(policy, profile, episodes: int, seed: int, max_steps: int = 150, progress: bool = False,
-             details: list | None = None) -> list[bool]:
-    """Success of each of `episodes` episodes with layouts seed, seed+1, ... (one SimRobot)."""
+             details: list | None = None, drift: dict[str, float] | None = None) -> list[bool]:
+    """Success of each of `episodes` episodes with layouts seed, seed+1, ... (one SimRobot, drifted
+    joints as `robot_rl.sim.robot` describes)."""
     from robot_rl.sim import SimRobot
 
     from tqdm import tqdm
 
     results = []
-    with SimRobot(profile, seed=seed, render=True) as robot:
+    with SimRobot(profile, seed=seed, render=True, drift=drift) as robot:
         bar = tqdm(range(episodes), disable=not progress, unit="episode", dynamic_ncols=True)
         for i in bar:
             r = run_episode(policy, robot, profile, seed + i, max_steps)
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from robot_rl.config import load_profile
     from robot_rl.policies.policy import load_policy
+    from robot_rl.sim.robot import parse_drift
     from robot_rl.stats import wilson
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -103,22 +105,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ddim-steps", type=int, default=None, help="diffusion: override inference steps")
     p.add_argument("--spacing", choices=["trailing", "leading"], default=None, help="diffusion: DDIM timesteps")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--drift", default="", metavar="JOINT=RAD[,...]", help="joints settle this far from their targets")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)
+    drift = parse_drift(args.drift, list(profile.robot.joint_names))
     policy = load_policy(args.checkpoint, profile)
     if args.ddim_steps:
         policy.config.inference_steps = args.ddim_steps
     if args.spacing:
         policy.model.scheduler.spacing = args.spacing
     t0, details = time.monotonic(), []
-    wins = sum(evaluate(policy, profile, args.episodes, args.seed, args.max_steps, progress=True, details=details))
+    wins = sum(evaluate(policy, profile, args.episodes, args.seed, args.max_steps, progress=True, details=details,
+                              drift=drift))
     lo, hi = wilson(wins, args.episodes)
     print(json.dumps({"checkpoint": str(policy.checkpoint.path), "policy": policy.policy_class,
                       "sha256": policy.checkpoint_hash[:12], "episodes": args.episodes, "seed": args.seed,
                       "successes": wins, "rate": round(wins / args.episodes, 3), "wilson95": [round(lo, 3), round(hi, 3)],
                       "mean_steps_success": round(float(np.mean([d["steps"] for d in details if d["success"]] or [0])), 1),
-                      "wall_s": round(time.monotonic() - t0, 1)}))
+                      "drift": drift, "wall_s": round(time.monotonic() - t0, 1)}))
     return 0
 
 

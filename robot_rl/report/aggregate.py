@@ -199,6 +199,7 @@ def summarize(data: RunData) -> dict:
     return {
         "run_dir": str(data.run_dir), "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "profile": data.run.get("profile"), "base_checkpoint": data.run.get("base_checkpoint"),
+        "drift": data.run.get("drift"),
         "base": base, "final": final,
         "improvement": _r(final["success_rate"] - base["success_rate"])
         if base and final and base["episodes"] and final["episodes"] else None,

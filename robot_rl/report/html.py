@@ -107,8 +107,8 @@ def _section(sec: dict) -> str:
 def write_html(run_dir: Path, summary: dict, sections: list[dict]) -> Path:
     title = f"Fine-tuning report: {Path(summary['run_dir']).name}"
     meta = [f"run directory <code>{_e(summary['run_dir'])}</code>", f"generated {_e(summary['generated'])}"]
-    for key in ("profile", "base_checkpoint"):
-        if summary.get(key):
+    for key in ("profile", "base_checkpoint", "drift"):
+        if summary.get(key) and summary.get(key) != "none":
             meta.append(f"{key.replace('_', ' ')} <code>{_e(summary[key])}</code>")
     body = [f"<h1>{_e(title)}</h1>", f"<p>{' · '.join(meta)}</p>", "<h2 id=headline>Headline</h2>",
             _headline(summary), _facts(summary), "<h2 id=stages>Stages</h2>", _stages(summary["stages_s"]),

@@ -97,15 +97,17 @@ def evaluate(robot, profile, base, agent, episodes: int, seed: int, max_steps: i
 
 def study(base_dir: Path, store_path: Path, cfg, *, env_steps: int, eval_every: int, eval_episodes: int,
           max_steps: int = 150, out: Path | None = None, profile_name: str = "sim", seed: int = 0,
-          eval_base: bool = False) -> list[dict]:
+          eval_base: bool = False, drift: str = "") -> list[dict]:
     from tqdm import tqdm
 
     from robot_rl.config import load_profile
     from robot_rl.data.store import Store
     from robot_rl.policies.policy import load_policy
     from robot_rl.sim import SimRobot
+    from robot_rl.sim.robot import parse_drift
 
     profile = load_profile(profile_name)
+    drifted = parse_drift(drift, list(profile.robot.joint_names))
     base = load_policy(base_dir, profile)
     cfg = cfg.replace(chunk_length=base.exec_horizon, base_obs_horizon=base.obs_horizon, seed=seed)
     store = Store.open(store_path)
@@ -129,7 +131,7 @@ def study(base_dir: Path, store_path: Path, cfg, *, env_steps: int, eval_every: 
             log.flush()
 
     eval_seed = 100_000  # layouts never used for training episodes
-    with SimRobot(profile, seed=seed, render=True) as robot:
+    with SimRobot(profile, seed=seed, render=True, drift=drifted) as robot:
         if eval_base:
             wins = evaluate(robot, profile, base, agent, eval_episodes, eval_seed, max_steps, lower, upper, False)
             record({"kind": "eval_base", "success": sum(wins), "episodes": len(wins)})
@@ -178,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-base", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--drift", default="", metavar="JOINT=RAD[,...]",
+                   help="joints settle this far from their targets (a robot changed since the demos)")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     overrides: dict = {}
@@ -195,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_cpu(threads=args.threads)
     cfg = preset(args.preset, **overrides)
     curve = study(args.base, args.store, cfg, env_steps=args.env_steps, eval_every=args.eval_every,
-                  eval_episodes=args.eval_episodes, out=args.out, seed=args.seed, eval_base=args.eval_base)
+                  eval_episodes=args.eval_episodes, out=args.out, seed=args.seed, eval_base=args.eval_base,
+                  drift=args.drift)
     print(json.dumps(curve[-1]))
     return 0
 

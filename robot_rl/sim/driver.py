@@ -22,8 +22,9 @@ import numpy as np
 
 from robot_rl.config.nodes import SimRobotParams
 from robot_rl.config.profile import Profile
+from robot_rl.config.typed import ConfigError
 from robot_rl.safety import SafetyEnvelope
-from robot_rl.sim.robot import SimRobot
+from robot_rl.sim.robot import SimRobot, parse_drift
 
 
 @dataclass
@@ -78,7 +79,11 @@ class SimDriver(DriverBase):
         self.render = params.render
         self.realtime_factor = params.realtime_factor
         seed = profile.sim.seed if params.seed < 0 else params.seed
-        self.robot = SimRobot(profile, seed=seed, render=params.render)
+        try:
+            drift = parse_drift(params.drift, list(profile.robot.joint_names))
+        except ValueError as e:
+            raise ConfigError(str(e), "drift") from None
+        self.robot = SimRobot(profile, seed=seed, render=params.render, drift=drift)
         self.robot.reset(seed)
         self.envelope = SafetyEnvelope(profile.robot, profile.safety)
         self.envelope.reset(self.robot.joint_state()[0])

@@ -243,6 +243,9 @@ class GymDriver(DriverBase):
         self.render = params.render and bool(profile.cameras)
         self.realtime_factor = params.realtime_factor
         seed = profile.sim.seed if params.seed < 0 else params.seed
+        if params.drift.strip() not in ("", "none"):
+            raise ConfigError(f"drift {params.drift!r} is a MuJoCo pick-place sim option; a gymnasium robot has no "
+                              "joint targets to offset", "drift")
         self.robot = GymRobot(profile, seed=seed, render=self.render)
         self.envelope = SafetyEnvelope(profile.robot, profile.safety)
         self.envelope.reset(self.robot.action)

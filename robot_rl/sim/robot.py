@@ -3,6 +3,11 @@
 Plain Python (no ROS): the sim node wraps it. Joint order, limits and home pose, camera sizes and
 taxel grids all come from the profile. `time` counts simulated seconds since construction and is not
 rewound by `reset()`, so stamps derived from it stay monotonic across episodes.
+
+`drift` rehearses the case residual fine-tuning exists for: the robot changed after its
+demonstrations were recorded. Each named joint settles that far from its commanded target (a cable
+pulling on the waist, a replacement servo that tracks differently) while its encoder reports where it
+really is, so a policy trained on the old robot's demonstrations misses by a systematic amount.
 """
 from __future__ import annotations
 
@@ -15,8 +20,28 @@ from robot_rl.sim.scene import ARM_JOINTS, GRIPPER_JOINTS, build_model
 from robot_rl.sim.task import PickPlaceTask
 
 
+def parse_drift(text: str, joint_names: list[str]) -> dict[str, float]:
+    """'waist=0.05,shoulder=-0.02' -> {joint: offset}; '' or 'none' -> {}. Errors name the bad item."""
+    out: dict[str, float] = {}
+    for item in (t.strip() for t in text.split(",")):
+        if item in ("", "none"):
+            continue
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in joint_names:
+            raise ValueError(f"drift item {item!r}: expected JOINT=OFFSET with JOINT one of {', '.join(joint_names)}")
+        try:
+            offset = float(value)
+        except ValueError:
+            raise ValueError(f"drift item {item!r}: offset {value.strip()!r} is not a number (rad, or m for the gripper)") from None
+        if not (np.isfinite(offset) and abs(offset) <= 0.5):
+            raise ValueError(f"drift item {item!r}: offset must be finite and at most 0.5 in magnitude")
+        out[name] = offset
+    return out
+
+
 class SimRobot:
-    def __init__(self, profile, seed: int = 0, render: bool = True):
+    def __init__(self, profile, seed: int = 0, render: bool = True, drift: dict[str, float] | None = None):
         self.profile = profile
         self.model = build_model(profile)
         self.data = mujoco.MjData(self.model)
@@ -26,6 +51,11 @@ class SimRobot:
         self.home = np.array([j.home for j in profile.robot.joints], dtype=np.float64)
         self.lower = np.array([j.lower for j in profile.robot.joints], dtype=np.float64)
         self.upper = np.array([j.upper for j in profile.robot.joints], dtype=np.float64)
+        self.drift = dict(drift or {})
+        unknown = sorted(set(self.drift) - set(self.joint_names))
+        if unknown:
+            raise ValueError(f"drift names unknown joints {unknown}; profile joints: {', '.join(self.joint_names)}")
+        self._offset = np.array([self.drift.get(n, 0.0) for n in self.joint_names], dtype=np.float64)
         m = self.model
         self._qadr = np.array([m.joint(n).qposadr[0] for n in ARM_JOINTS + GRIPPER_JOINTS])
         self._vadr = np.array([m.joint(n).dofadr[0] for n in ARM_JOINTS + GRIPPER_JOINTS])
@@ -71,14 +101,15 @@ class SimRobot:
         return self._steps * self.physics_dt
 
     def set_target(self, q: np.ndarray) -> None:
-        """Position targets in profile joint order; the gripper value drives both fingers."""
+        """Position targets in profile joint order; the gripper value drives both fingers. A drifted
+        joint settles `drift` away from its (limit-clipped) target."""
         q = np.asarray(q, dtype=np.float64)
         if q.shape != (len(self.joint_names),):
             raise ValueError(f"set_target expects {len(self.joint_names)} values ({', '.join(self.joint_names)}), "
                              f"got shape {q.shape}")
         if not np.all(np.isfinite(q)):
             raise ValueError(f"set_target got a non-finite target: {q}")
-        q = np.clip(q, self.lower, self.upper)
+        q = np.clip(q, self.lower, self.upper) + self._offset
         self.data.ctrl[self._act] = np.concatenate([q[:5], [q[5], q[5]]])
 
     def step_physics(self, n: int = 1) -> None:
