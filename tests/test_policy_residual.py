@@ -153,3 +153,22 @@ def test_runner_holds_exploration_noise_for_a_chunk(tmp_path):
     step = ResidualRunner(PROFILE, 3, "tiny")  # the default: a fresh draw every tick
     assert step.offer(*export_actor_weights(agent_from_store(store, preset("tiny", chunk_length=3))))
     assert not np.array_equal(step.apply(obs, base, 0, explore=True), step.apply(obs, base, 1, explore=True))
+
+
+def test_runner_holds_exploration_noise_for_an_episode(tmp_path):
+    """explore_hold: episode -> one draw for every tick of an episode, a new one after new_episode()."""
+    from robot_rl.control.residual import ResidualRunner
+
+    write_episodes(PROFILE, tmp_path / "store.zarr", "demo", 1)
+    store = Store.open(tmp_path / "store.zarr")
+    agent = agent_from_store(store, preset("tiny", chunk_length=3, explore_hold="episode"))
+    runner = ResidualRunner(PROFILE, 3, "tiny")
+    assert runner.offer(*export_actor_weights(agent))
+    ep = store.read_episode(0)
+    obs = {k: ep[k][0] for k in agent.obs_spec}
+    base = ep["action"][0].astype(np.float64)
+    first = [runner.apply(obs, base, phase, explore=True) for phase in (0, 1, 2, 0, 1)]
+    assert np.abs(first[0]).max() > 0 and all(np.array_equal(first[0], r) for r in first[1:])
+    runner.new_episode()
+    assert not np.array_equal(runner.apply(obs, base, 0, explore=True), first[0])
+    assert np.array_equal(runner.apply(obs, base, 1, explore=False), np.zeros_like(base))

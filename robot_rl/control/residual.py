@@ -54,6 +54,7 @@ class ResidualRunner:
         self.per_chunk = cfg.decision == "chunk"  # one residual per base chunk (the architecture checks it)
         self._held_noise = ChunkHold()  # exploration noise held for the chunk (explore_hold: chunk)
         self._held_residual = ChunkHold()  # decision: chunk
+        self._episode_noise: torch.Tensor | None = None  # explore_hold: episode
         torch.set_num_threads(1)
 
     def offer(self, data: bytes, metadata: dict) -> bool:
@@ -81,6 +82,12 @@ class ResidualRunner:
             self.counters.step = int(metadata.get("step", 0))
         return True
 
+    def new_episode(self) -> None:
+        """A new episode: decide afresh and, with `explore_hold: episode`, draw its exploration anew."""
+        self._held_residual.release()
+        self._held_noise.release()
+        self._episode_noise = None
+
     def interrupted(self) -> None:
         """Ticks were not the residual's (a human drove): the next tick decides afresh."""
         self._held_residual.release()
@@ -102,10 +109,18 @@ class ResidualRunner:
         kind = meta.get("exploration", "gaussian") if explore else "none"
         std, clip, uniform = meta.get("explore_std", 0.05), meta.get("explore_clip", 0.3), meta.get("warmup_noise", 0.2)
         noise = None  # None: the policy draws afresh this tick
-        if kind != "none" and meta.get("explore_hold") == "chunk" and not self.per_chunk:  # one draw per chunk
-            noise = self._held_noise.at(phase, lambda: exploration_noise((1, len(base)), kind, std=std, clip=clip,
-                                                                         scale=uniform, generator=self.generator,
-                                                                         device="cpu"))
+
+        def draw() -> torch.Tensor:
+            return exploration_noise((1, len(base)), kind, std=std, clip=clip, scale=uniform,
+                                     generator=self.generator, device="cpu")
+
+        hold = meta.get("explore_hold")
+        if kind != "none" and hold == "episode":  # one draw per episode
+            if self._episode_noise is None:
+                self._episode_noise = draw()
+            noise = self._episode_noise
+        elif kind != "none" and hold == "chunk" and not self.per_chunk:  # one draw per chunk
+            noise = self._held_noise.at(phase, draw)
         out = policy(tensors, torch.from_numpy(np.asarray(base, np.float32))[None], torch.tensor([phase]),
                      explore=kind, std=std, clip=clip, uniform=uniform, generator=self.generator, noise=noise)
         # The pure residual in joint units: the caller adds it to the base and clips to the joint limits,

@@ -136,6 +136,8 @@ class PolicyNode(RobotRLNode):
             self.tick_episode = self.episode
             self.history.reset()
             self.chunks.reset()
+            if self.residual is not None:
+                self.residual.new_episode()
         self.stats["ticks"] += 1
         obs = self.sink.aligner.observe(t)
         if not obs.valid:

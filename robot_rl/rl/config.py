@@ -68,8 +68,9 @@ class ResidualRLConfig:
     explore_clip: float = 0.3
     # "chunk": one noise draw held for each base chunk instead of a fresh draw per tick. Per-tick noise
     # on position targets is largely low-passed away by the arm; a held offset moves where it goes.
-    # (decision: chunk holds the whole residual, noise included, whatever this says.)
-    explore_hold: Literal["step", "chunk"] = "step"
+    # (decision: chunk holds the whole residual, noise included, whatever this says.) "episode": one
+    # draw for the whole episode, so each rollout tries one consistent correction (a drifted joint's).
+    explore_hold: Literal["step", "chunk", "episode"] = "step"
     target_noise: float = 0.2  # target policy smoothing
     target_noise_clip: float = 0.3
     tau: float = 0.005

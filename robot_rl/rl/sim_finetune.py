@@ -45,9 +45,10 @@ def rollout(robot, profile, base, agent: ResidualTD3, seed: int, *, max_steps: i
     held_noise = ChunkHold() if explore and agent.cfg.explore_hold == "chunk" and not per_chunk else None
     held_residual = ChunkHold() if per_chunk else None
     half = agent.policy.action_norm.half_range.cpu().numpy()
+    episode_noise = agent.draw_noise((1, len(half)), True) if explore and agent.cfg.explore_hold == "episode" else None
 
     def residual_now(obs, act, phase) -> np.ndarray:
-        noise = held_noise.at(phase, lambda: agent.draw_noise((1, len(act)), explore)) if held_noise else None
+        noise = held_noise.at(phase, lambda: agent.draw_noise((1, len(act)), explore)) if held_noise else episode_noise
         out = agent.policy_step({k: obs[k][None] for k in obs_keys}, act[None].astype(np.float32),
                                 torch.tensor([phase]), explore=explore, noise=noise)
         return out.residual_normalized[0].cpu().numpy() * half
