@@ -97,6 +97,9 @@ def test_config_defaults_presets_and_errors(tmp_path):
         preset("recipe", num_critics=1)
     with pytest.raises(ConfigError, match="preset: unknown preset 'gpu_huge'"):
         preset("gpu_huge")
+    adapt = preset("cpu_adapt")  # a changed robot: the old robot's demos must not be sampled
+    assert (adapt.demo_batch, adapt.decision, adapt.explore_hold, adapt.actor_loss) == (0, "chunk", "episode", "awac")
+    assert adapt.encoder.base_features and not adapt.encoder.use_cameras
 
 
 # ---- step-0 parity --------------------------------------------------------------------------------
@@ -332,6 +335,7 @@ def test_symmetric_sampling_proportions():
     empty = buffer(agent)
     assert int(sample_batch(empty, demo, 64, 0.5, g)["is_demo"].sum()) == 64  # no rollouts yet: all demos
     assert int(sample_batch(online, empty, 64, 0.5, g)["is_demo"].sum()) == 0
+    assert int(sample_batch(online, demo, 64, 0.0, g)["is_demo"].sum()) == 0  # demo_fraction 0: online only
     with pytest.raises(ValueError, match="empty"):
         sample_batch(empty, buffer(agent), 64, 0.5, g)
 

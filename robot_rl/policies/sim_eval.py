@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         policy.model.scheduler.spacing = args.spacing
     t0, details = time.monotonic(), []
     wins = sum(evaluate(policy, profile, args.episodes, args.seed, args.max_steps, progress=True, details=details,
-                              drift=drift))
+                        drift=drift))
     lo, hi = wilson(wins, args.episodes)
     print(json.dumps({"checkpoint": str(policy.checkpoint.path), "policy": policy.policy_class,
                       "sha256": policy.checkpoint_hash[:12], "episodes": args.episodes, "seed": args.seed,
