@@ -370,8 +370,10 @@ def test_episode_manager_labels_with_the_classifier_through_ros(trained, tmp_pat
             return [e for e in (json.loads(a.msg.data) for a in probe.arrivals[topics.EPISODE_EVENTS])
                     if e["event"] == kind]
         ok = probe.wait_for(lambda: events("session_done") or runner.first_exit is not None, 150)
-        logs = runner.log("episode_manager")[-3000:]
-        assert ok and events("session_done"), logs
+        logs = "\n".join(f"--- {name}:\n{runner.log(name)[-1500:]}"
+                         for name in ("episode_manager", "policy", "rollout_recorder", "sim_robot"))
+        seen = [json.loads(a.msg.data)["event"] for a in probe.arrivals[topics.EPISODE_EVENTS]]
+        assert ok and events("session_done"), f"exit {runner.first_exit}, events {seen}\n{logs}"
         done = events("episode_done")
         assert len(done) == 2, done
         for e in done:
