@@ -33,7 +33,7 @@ class DemoBudget:
 QUICK = DemoBudget(demos=40, base_steps=600, eval_episodes=20, finetune_minutes=6.0)  # ~20 min on 2 cores
 # The demo's robot changed after its demonstrations: its waist settles 0.05 rad (2.9 deg) off every
 # target, ~1.2 cm at the cube's distance. The base, trained on the old robot's demonstrations, misses
-# by that much; the residual learns the correction from success rewards alone (README, "Demo").
+# by that much; the residual learns the correction from success rewards alone (README, "make demo").
 DEFAULT_DRIFT = "waist=0.05"
 LONG = DemoBudget(demos=100, base_steps=2500, eval_episodes=50, finetune_minutes=60.0)
 

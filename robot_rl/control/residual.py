@@ -84,8 +84,7 @@ class ResidualRunner:
 
     def new_episode(self) -> None:
         """A new episode: decide afresh and, with `explore_hold: episode`, draw its exploration anew."""
-        self._held_residual.release()
-        self._held_noise.release()
+        self.interrupted()
         self._episode_noise = None
 
     def interrupted(self) -> None:
