@@ -1,7 +1,9 @@
 """End to end: `robot-rl collect` through the real ROS graph (sim robot, expert teleop, recorder)
-fills a store that passes the consistency check; store tools work on what it collected."""
+fills a store that passes the consistency check, on the lockstep sim (the default) and in real time;
+store tools work on what it collected."""
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -28,7 +30,7 @@ def collected(tmp_path_factory, module_ros_domain):
 @pytest.mark.timeout(1000)
 def test_collect_fills_a_store_that_passes_check(collected):
     path, stdout = collected
-    assert f"collected {EPISODES} episodes" in stdout
+    assert f"collected {EPISODES} episodes" in stdout and "lockstep clock" in stdout
     assert check(path) == []
     store = Store.open(path)
     meta = store.episodes_meta()
@@ -48,6 +50,9 @@ def test_collect_fills_a_store_that_passes_check(collected):
     assert ep["obs/camera_front"].shape == (n, 128, 128, 3) and ep["obs/camera_front"].std() > 5
     assert ep["obs/tactile_left_finger"].shape == (n, 4, 4)
     assert np.all(np.diff(ep["stamp"]) > 0)
+    for i, m in enumerate(meta):  # lockstep: one step per control period of robot time, each recorded once
+        if m["health"]["ok"] and not m["health"]["dropped_frames"]:
+            assert np.allclose(np.diff(store.read_episode(i, keys=["stamp"])["stamp"]), 0.1, atol=1e-3)
     for m, i in zip(meta, range(EPISODES)):
         reward = store.read_episode(i, keys=["reward"])["reward"]
         assert reward[:-1].sum() == 0 and reward[-1] == (1.0 if m["success"] else 0.0)
@@ -56,6 +61,21 @@ def test_collect_fills_a_store_that_passes_check(collected):
     ep = store.read_episode(success)
     assert np.ptp(ep["obs/joint_pos"][:, 0]) > 0.05 and ep["action"][:, -1].min() < 0.02
     assert ep["obs/tactile_left_finger"].max() > 0.05
+
+
+@pytest.mark.timeout(400)
+def test_collect_in_real_time_records_on_the_wall_clock(tmp_path, ros_domain):
+    """The path a human teleoperator uses: expert commands and recorder ticks on wall-clock timers."""
+    path = tmp_path / "rt.zarr"
+    result = subprocess.run([sys.executable, "-m", "robot_rl.cli.main", "collect", "--profile", "sim", "--store",
+                             str(path), "--episodes", "2", "--max-seconds", "8", "--seed", "4", "--clock", "realtime",
+                             "--log", str(tmp_path / "graph.log")], capture_output=True, text=True, timeout=360)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:] + (tmp_path / "graph.log").read_text()[-3000:]
+    assert "realtime clock" in result.stdout and check(path) == []
+    store = Store.open(path)
+    assert store.n_episodes == 2
+    stamps = store.read_episode(0, keys=["stamp"])["stamp"]
+    assert len(stamps) > 10 and abs(stamps[-1] - time.time()) < 120  # wall-clock stamps
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

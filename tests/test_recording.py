@@ -165,3 +165,45 @@ def test_demo_ticks_record_no_chunk_phase(recording):
     rec.label(True)
     index, _ = rec.stop()
     assert store.read_episode(index)["chunk_phase"].tolist() == [-1]
+
+
+def step(rec: Recording, t: float, cameras: bool = True) -> None:
+    """One lockstep sim step: every stream sampled once at t (values encode t)."""
+    rec.add_joint_state(t, np.full(N, t), np.zeros(N))
+    for tac in PROFILE.tactile:
+        rec.add_tactile(tac.name, t, np.full((tac.rows, tac.cols), t, np.float32))
+    for cam in PROFILE.cameras if cameras else []:
+        rec.add_image("color", cam.name, t, np.full((cam.height, cam.width, 3), round(t * 10), np.uint8))
+
+
+def test_lockstep_teleop_records_each_commanded_step_once_its_images_arrive(tmp_path):
+    store = open_or_create(tmp_path / "s.zarr", PROFILE)
+    writer = EpisodeWriter(store, background=False)
+    rec = Recording(PROFILE, writer, frames_per_tick=True)
+    step(rec, 0.0)
+    rec.start()
+    # step 1: the small command overtakes the camera images of its step: nothing recorded yet
+    step(rec, 0.1, cameras=False)
+    rec.add_step_command(0.1, np.full(N, -0.1))
+    assert rec.health.ticks == 0
+    for cam in PROFILE.cameras:
+        rec.add_image("color", cam.name, 0.1, np.full((cam.height, cam.width, 3), 1, np.uint8))
+    assert rec.health.ticks == 1
+    rec.add_step_command(0.1, np.full(N, -0.1))  # the teleop re-sent the step after a stall: not twice
+    assert rec.health.ticks == 1
+    # steps 2..6: a camera frame of step 2 never arrives; the step is recorded once 3 more are commanded
+    for k in range(2, 7):
+        t = round(0.1 * k, 6)
+        step(rec, t, cameras=k != 2)
+        rec.add_step_command(t, np.full(N, -t))
+    rec.label(True)
+    index, health = rec.stop()
+    writer.close()
+    ep = store.read_episode(index)
+    assert np.allclose(ep["stamp"], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6][: len(ep["stamp"])])
+    assert np.allclose(ep["action"][:, 0], -ep["stamp"])  # each step carries the command that acted on it
+    assert np.allclose(ep["obs/joint_pos"][:, 0], ep["stamp"])
+    assert ep["obs/camera_front"][0].max() == 1  # step 1's own image, not step 0's
+    assert ep["obs/camera_front"][1].max() == 1  # step 2: its frame was lost, the newest before it stands in
+    assert health["ticks"] == 6 and health["ok"] and health["dropped_frames"] == {"front": 1, "wrist": 1}
+    store.close()

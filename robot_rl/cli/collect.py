@@ -1,7 +1,9 @@
 """`robot-rl collect`: bring up a profile's collection graph (robot, sensors, teleop, recorder) and
 collect N episodes into a store. On a sim profile with the scripted expert it runs unattended:
-reset -> start recording -> expert acts -> success or timeout -> label -> commit. On a real setup
-the operator drives episodes from the teleop device and this command shows status until N commits.
+reset -> start recording -> expert acts -> success or timeout -> label -> commit, by default on a
+lockstep sim (the expert acts once per sim step, as fast as the CPU allows; `--clock realtime` keeps the
+wall-clock control rate). On a real setup the operator drives episodes from the teleop device and this
+command shows status until N commits.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from robot_rl.config import load_profile
 
 STATUS_PERIOD = 0.5
 MAX_LOST_IN_A_ROW = 3
+STALL_S = 5.0
 
 
 class EpisodeLost(RuntimeError):
@@ -26,7 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", default="sim")
     p.add_argument("--store", type=Path, default=None, help="store path (default: the profile's recorder param)")
     p.add_argument("--episodes", type=int, default=20)
-    p.add_argument("--max-seconds", type=float, default=15.0, help="sim: episode timeout")
+    p.add_argument("--max-seconds", type=float, default=15.0, help="sim: episode timeout (robot time)")
+    p.add_argument("--clock", choices=["lockstep", "realtime"], default="lockstep",
+                   help="sim with the scripted expert: one expert tick per sim step as fast as the CPU allows "
+                        "(lockstep), or the wall-clock control rate")
     p.add_argument("--expert-noise", type=float, default=None, help="sim: scripted expert noise (default: profile)")
     p.add_argument("--seed", type=int, default=None, help="sim: seed for layouts and expert")
     p.add_argument("--log", type=Path, default=None, help="write node logs here instead of the terminal")
@@ -65,11 +71,17 @@ def run_collect(args: argparse.Namespace) -> int:
     if sim_node is not None and args.seed is not None:
         overrides.setdefault(sim_node.name, {})["seed"] = str(args.seed)
     unattended = profile.sim is not None and teleop is not None and teleop.params.get("device") == "expert"
+    lockstep = unattended and sim_node is not None and args.clock == "lockstep"
+    if lockstep:  # the expert acts on each sim step and stamps its command with it; the recorder ticks on those
+        overrides.setdefault(sim_node.name, {})["clock"] = "lockstep"
+        overrides.setdefault(teleop.name, {})["tick"] = "observation"
+        overrides[recorder.name]["tick"] = "command"
     keyboard = teleop is not None and teleop.params.get("device", "keyboard") == "keyboard"
     runner = GraphRunner(profile, mode="collect", overrides=overrides, log_path=args.log,
                          foreground=[teleop.name] if keyboard else None)
     print(f"== collect: {args.episodes} episodes of profile {profile.name} into {store}"
-          + (" (scripted expert, unattended)" if unattended else " (drive episodes from the teleop device)"))
+          + (f" (scripted expert, unattended, {'lockstep' if lockstep else 'realtime'} clock)" if unattended
+             else " (drive episodes from the teleop device)"))
     runner.start()
     client = RobotClient.open(profile, "collect_client")
     events: queue.Queue = queue.Queue()
@@ -77,11 +89,11 @@ def run_collect(args: argparse.Namespace) -> int:
                                           qos.RELIABLE)
     results = []
     try:
-        problem = client.wait_ready(timeout=90)
+        problem = wait_lockstep_graph(client, timeout=90) if lockstep else client.wait_ready(timeout=90)
         if problem:
             print(f"error: the graph did not come up: {problem}")
             return 1
-        session = RecorderSession(client)
+        session = RecorderSession(client, lockstep)
         bar = tqdm(total=args.episodes, unit="episode", dynamic_ncols=True)
         lost_in_a_row = 0
         while len(results) < args.episodes:
@@ -122,16 +134,35 @@ def run_collect(args: argparse.Namespace) -> int:
     return code
 
 
+def wait_lockstep_graph(client, timeout: float) -> str:
+    """A lockstep sim moves only when commanded and the expert acts only in an episode, so nothing
+    flows yet: wait for the reset service and for the expert's subscriptions and command publisher.
+    (Should the expert still miss an episode's first observation, that episode is lost and run again.)"""
+    from robot_rl.ros import topics
+
+    if not client.reset_client.wait_for_service(timeout_sec=timeout):
+        return f"service {topics.ROBOT_RESET} not available"
+    node = client.probe.node
+    ready = lambda: (node.count_subscribers(topics.SIM_TASK_STATE) >= 2  # noqa: E731 - the expert's and ours
+                     and node.count_subscribers(topics.EPISODE_EVENTS) >= 2  # it starts on the recorder's event
+                     and node.count_publishers(topics.ROBOT_COMMAND) >= 1)
+    if not client.probe.wait_for(ready, timeout):
+        return f"the expert teleop node is not up within {timeout:.0f} s (see its log)"
+    time.sleep(1.0)  # we see its endpoints; give the sim and the recorder a moment to match them too
+    return ""
+
+
 class RecorderSession:
     """Drives the recorder's services for one episode at a time."""
 
-    def __init__(self, client):
+    def __init__(self, client, lockstep: bool = False):
         from std_srvs.srv import SetBool, Trigger
 
         from robot_rl.ros import topics
 
         node = client.probe.node
         self.client = client
+        self.lockstep = lockstep
         self.Trigger, self.SetBool = Trigger, SetBool
         self.start = node.create_client(Trigger, topics.RECORDER_START)
         self.stop = node.create_client(Trigger, topics.RECORDER_STOP)
@@ -153,17 +184,28 @@ class RecorderSession:
             time.sleep(0.1)
 
     def sim_episode(self, max_seconds: float) -> dict:
+        """One expert episode; `max_seconds` of robot time (the task state's stamps: a lockstep sim's
+        run ahead of the wall clock). Ends early when robot time stops moving for STALL_S of wall time."""
+        if self.lockstep:
+            self.wait_still()
         state = self.client.reset(clear_streams=False)
         episode = state.get("episode")
         self.begin()
-        start = time.monotonic()
+        first_stamp = last_stamp = None
+        moved = time.monotonic()
         success = False
-        while time.monotonic() - start < max_seconds:
+        while time.monotonic() - moved < STALL_S:  # robot time stopped: the sim or the expert is stuck
             current = self.client.task_state(episode)
-            if current and current.get("success"):
-                success = True
-                break
-            time.sleep(0.02)
+            if current:
+                first_stamp = current["stamp"] if first_stamp is None else first_stamp
+                if current["stamp"] != last_stamp:
+                    last_stamp, moved = current["stamp"], time.monotonic()
+                if current.get("success"):
+                    success = True
+                    break
+                if current["stamp"] - first_stamp >= max_seconds:
+                    break
+            time.sleep(0.01)
         self.client.call(self.label, self.SetBool.Request(data=success))
         response = self.client.call(self.stop, self.Trigger.Request(), timeout=60)
         if not response.success:
@@ -173,6 +215,21 @@ class RecorderSession:
         info = json.loads(response.message)
         return {"index": info["index"], "success": success, "health": info["health"],
                 "steps": info["health"]["ticks"] - info["health"]["invalid_ticks"]}
+
+    def wait_still(self, quiet_s: float = 0.2, timeout: float = 5.0) -> None:
+        """Lockstep: let the expert's last commands of the previous episode land before resetting, so
+        none of them steps the new episode (each step would then have two commands in flight)."""
+        from robot_rl.ros import topics
+
+        deadline, last, since = time.monotonic() + timeout, None, time.monotonic()
+        while time.monotonic() < deadline:
+            latest = self.client.probe.latest(topics.SIM_TASK_STATE)
+            stamp = latest.stamp if latest else None
+            if stamp != last:
+                last, since = stamp, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                return
+            time.sleep(0.02)
 
     def wait_commit(self, events: queue.Queue) -> dict | None:
         try:

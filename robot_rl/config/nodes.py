@@ -75,6 +75,9 @@ class TeleopParams:
     drive_robot: bool = True  # also publish /robot/command (collection without a policy)
     expert_noise: float = 1.0  # sim scripted expert only
     seed: int = 0
+    # observation: one tick per new sim step (a lockstep sim), the command stamped with that step's
+    # stamp; collection runs as fast as the CPU allows instead of at the wall-clock control rate
+    tick: Literal["timer", "observation"] = "timer"
     jog_step: float = 0.05  # keyboard/SpaceMouse: rad (or m for the gripper) per tick at full deflection
 
     def validate(self) -> None:
@@ -88,6 +91,7 @@ class RecorderParams:
 
     store: str = "data/{profile}.zarr"  # {profile} is replaced by the profile name
     mode: Literal["teleop", "rollout"] = "teleop"  # teleop: tick at the control rate; rollout: on policy command stamps
+    tick: Literal["timer", "command"] = "timer"  # teleop mode: command = one tick per teleop command stamp (lockstep)
     base_checkpoint: str = ""  # rollout: the base policy acting; its hash is stored with each episode
     record_depth: bool = False
     start_timeout_s: float = 5.0  # start waits this long for every stream to be fresh, then refuses

@@ -29,6 +29,7 @@ ACTION, BASE_ACTION, RESIDUAL = "action", "base_action", "residual"
 # before it existed lack the key; they keep recording without it (readers assume lockstep chunks).
 CHUNK_PHASE = "chunk_phase"
 OPTIONAL_KEYS = (CHUNK_PHASE,)
+MAX_PENDING_STEPS = 3  # lockstep teleop: a step still missing a sample when 3 more are commanded is recorded as is
 
 
 def camera_key(name: str) -> str:
@@ -190,6 +191,8 @@ class Recording:
         self.episodes_committed = 0
         self.started_at = 0.0
         self._pending: dict[float, dict[str, np.ndarray]] = {}
+        self._step_ticks: list[float] = []  # lockstep teleop: commanded steps not recorded yet
+        self._last_step = -np.inf  # lockstep teleop: the newest commanded step
         self.records_phase = CHUNK_PHASE in writer.store.keys
 
     @property
@@ -199,18 +202,40 @@ class Recording:
     # -- inputs ---------------------------------------------------------------------------------
     def add_joint_state(self, stamp: float, position: np.ndarray, velocity: np.ndarray) -> None:
         self.aligner.add(JOINTS, stamp, (position, velocity))
+        self._record_steps()
 
     def add_image(self, kind: str, camera: str, stamp: float, image: np.ndarray) -> None:
         if kind == "depth" and not self.record_depth:
             return
         if self.aligner.add(f"{kind}/{camera}", stamp, image) and kind == "color" and self.health is not None:
             self.health.frame(camera, stamp)
+        self._record_steps()
 
     def add_tactile(self, sensor: str, stamp: float, image: np.ndarray) -> None:
         self.aligner.add(f"tactile/{sensor}", stamp, image)
+        self._record_steps()
 
     def add_command(self, stamp: float, positions: np.ndarray) -> None:
         self.aligner.add(ACTION, stamp, positions)
+
+    def add_step_command(self, stamp: float, positions: np.ndarray) -> None:
+        """Lockstep teleop: the command that acts on the sim step stamped `stamp`. The step is recorded
+        once every stream has delivered it (a camera image can arrive after the small command), or,
+        should one of its samples be lost, once the steps after it pile up."""
+        if stamp <= self._last_step:
+            return  # the same step again (the teleop re-sends on a stall)
+        self._last_step = stamp
+        self.add_command(stamp, positions)
+        self._step_ticks.append(stamp)
+        self._record_steps()
+
+    def _record_steps(self) -> None:
+        if not self._step_ticks:
+            return
+        arrived = [self.aligner.latest_stamp(s) for s in self.aligner.streams if s != ACTION]
+        newest = -np.inf if None in arrived else min(arrived)  # every stream has delivered up to here
+        while self._step_ticks and (self._step_ticks[0] <= newest + 1e-6 or len(self._step_ticks) > MAX_PENDING_STEPS):
+            self.tick(self._step_ticks.pop(0))
 
     def add_policy_output(self, kind: str, stamp: float, positions: np.ndarray) -> dict[str, np.ndarray] | None:
         """Rollout mode: the policy publishes command, base action, residual and chunk phase on one stamp,

@@ -1,6 +1,7 @@
 """recorder_node: the store's only writer during operation (teleop demos and policy rollouts).
 
-Teleop mode ticks at the control rate; rollout mode ticks on the policy's command stamps. Each tick
+Teleop mode ticks at the control rate (or, on a lockstep sim, once per commanded sim step); rollout
+mode ticks on the policy's command stamps. Each tick
 records the as-of-joined observation and the command in effect (robot_rl.data.recording). Disk
 writes run in the episode writer's thread; services start/stop/discard/label_success; every
 transition is published on /episode/events.
@@ -39,7 +40,7 @@ class RecorderNode(RobotRLNode):
         self.writer = EpisodeWriter(self.store)
         self.rec = Recording(self.profile, self.writer, record_depth=p.record_depth,
                              min_rate_fraction=p.min_rate_fraction, max_invalid_fraction=p.max_invalid_fraction,
-                             frames_per_tick=p.mode == "rollout")
+                             frames_per_tick=p.mode == "rollout" or p.tick == "command")
         if p.mode == "rollout" and not self.rec.records_phase:
             self.get_logger().warn(f"{self.store_path} predates recorded chunk phases: rollouts go in without "
                                    "them and the learner assumes chunks back to back (exact only in lockstep); "
@@ -76,7 +77,7 @@ class RecorderNode(RobotRLNode):
         self.create_service(Trigger, topics.RECORDER_STOP, self.on_stop)
         self.create_service(Trigger, topics.RECORDER_DISCARD, self.on_discard)
         self.create_service(SetBool, topics.RECORDER_LABEL_SUCCESS, self.on_label)
-        if p.mode == "teleop":
+        if p.mode == "teleop" and p.tick == "timer":
             self.create_timer(1.0 / robot.control_rate_hz, lambda: self.rec.tick(time.time()))
         self.get_logger().info(f"recording to {self.store_path} ({self.store.n_episodes} episodes so far), "
                                f"{p.mode} mode")
@@ -89,7 +90,7 @@ class RecorderNode(RobotRLNode):
             return  # the robot rejects it too: it is not an executed command
         stamp = convert.from_time(msg.header.stamp)
         if self.params.mode == "teleop":
-            self.rec.add_command(stamp, q)
+            (self.rec.add_step_command if self.params.tick == "command" else self.rec.add_command)(stamp, q)
             return
         complete = self.rec.add_policy_output(kind, stamp, q)  # rollout: tick on the policy's stamps
         if complete is not None:
@@ -108,11 +109,13 @@ class RecorderNode(RobotRLNode):
         if self.rec.recording:
             response.success, response.message = False, "already recording (stop or discard first)"
             return response
-        # Teleop: fresh relative to the wall clock. Rollout: relative to the newest joint state, so a
-        # lockstep sim (whose stamps run at the CPU's pace, not the wall clock's) passes when ready.
+        # Teleop on a timer: fresh relative to the wall clock. Rollouts and lockstep teleop: relative to
+        # the newest joint state, so a lockstep sim (whose stamps run at the CPU's pace) passes when ready.
         newest = self.rec.aligner.latest_stamp(JOINTS)
-        now = newest if self.params.mode == "rollout" and newest is not None else time.time()
-        stale = self.rec.stale_streams(now, commands=self.params.mode == "teleop")
+        on_wall_clock = self.params.mode == "teleop" and self.params.tick == "timer"
+        now = newest if not on_wall_clock and newest is not None else time.time()
+        # (lockstep teleop ticks on the commands themselves: a lockstep sim waits for the episode's first one)
+        stale = self.rec.stale_streams(now, commands=on_wall_clock)
         if stale:
             response.success = False
             response.message = "not starting, streams not fresh: " + "; ".join(f"{s}: {p}" for s, p in stale.items())

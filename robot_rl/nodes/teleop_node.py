@@ -2,7 +2,9 @@
 
 Publishes /teleop/command and /teleop/intervening every tick (and /robot/command when `drive_robot`,
 i.e. collection without a policy); device events (start/stop/discard/success/failure) call the
-recorder's services.
+recorder's services. With `tick: observation` (the sim expert on a lockstep sim) each sim step is one
+tick, once its joint state and task state have both arrived, and the command carries the step's
+stamp: collection runs at the CPU's pace and the recorder joins each command to its step exactly.
 """
 from __future__ import annotations
 
@@ -23,6 +25,10 @@ from robot_rl.ros import convert, qos, topics
 from robot_rl.ros.node import ERROR, OK, WARN, RobotRLNode, run_node
 
 
+STAMP_TOLERANCE_S = 1e-4  # one sim step's messages carry one stamp (float round trips aside)
+STALL_S = 2.0  # observation ticks: no step for this long = one was lost; command again
+
+
 class TeleopNode(RobotRLNode):
     def __init__(self):
         super().__init__("teleop", "teleop_node")
@@ -31,8 +37,14 @@ class TeleopNode(RobotRLNode):
             self.device = make_device(self.params.device, self.profile, self.params)
         except DeviceError as e:  # a configuration mistake: say so once and exit
             raise ConfigError(str(e), "device", self.profile.source) from None
+        if self.params.tick == "observation" and self.profile.sim is None:
+            raise ConfigError("tick: observation needs a simulated robot in lockstep (no sim in this profile)",
+                              "tick", self.profile.source)
         self.joint_pos: np.ndarray | None = None
+        self.joint_stamp = -np.inf  # stamp of joint_pos
         self.task_state: dict | None = None
+        self.ticked_stamp = -np.inf  # observation ticks: the newest step already acted on
+        self.ticked_at = 0.0  # monotonic time of the last tick
         self.ticks = self.commands = self.device_errors = 0
         self.last_error = ""
         self.events_sent: list[str] = []
@@ -61,7 +73,10 @@ class TeleopNode(RobotRLNode):
         if self.status is not None:
             self.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self.status.on_diagnostics, qos.RELIABLE)
             self.create_timer(0.5, self.status.draw)
-        self.create_timer(1.0 / self.profile.robot.control_rate_hz, self.tick)
+        if self.params.tick == "timer":
+            self.create_timer(1.0 / self.profile.robot.control_rate_hz, self.tick)
+        else:  # a lost joint state would stall a lockstep loop forever: act again on the newest one
+            self.create_timer(STALL_S, self.on_stall)
         self.get_logger().info(f"teleop device '{self.params.device}'"
                                + (", driving /robot/command" if self.robot_pub else ""))
 
@@ -85,13 +100,37 @@ class TeleopNode(RobotRLNode):
         try:
             self.joint_pos = convert.joint_positions_from_msg(msg, self.joint_names)
         except ValueError:
-            pass
+            return
+        self.joint_stamp = convert.from_time(msg.header.stamp)
+        self.tick_on_step()
 
     def on_task_state(self, msg: String) -> None:
         state = json.loads(msg.data)
         if self.task_state is not None and state.get("episode") != self.task_state.get("episode"):
-            self.hold = self.joint_pos = None  # the sim was reset: forget the old pose
+            self.hold = None  # the sim was reset: forget the old pose (unless it arrived already)
+            if self.joint_stamp < state.get("stamp", np.inf) - STAMP_TOLERANCE_S:
+                self.joint_pos = None
         self.task_state = state
+        self.tick_on_step()
+
+    def tick_on_step(self) -> None:
+        """Observation ticks: act once per sim step, when its joint state and task state are both in.
+        Before an episode starts the sim stays still (no hold commands): one command per step keeps
+        exactly one step in flight, so each recorded command is the one that acted on its step."""
+        if self.params.tick != "observation" or self.joint_pos is None or self.task_state is None:
+            return
+        if self.waiting_for_recorder():
+            return  # the recorder's start event ticks on the reset's observation
+        step = self.joint_stamp
+        if self.task_state.get("stamp", -np.inf) >= step - STAMP_TOLERANCE_S and step > self.ticked_stamp:
+            self.ticked_stamp = step
+            self.tick(stamp=step)
+
+    def on_stall(self) -> None:
+        if self.waiting_for_recorder():
+            return
+        if self.joint_pos is not None and time.monotonic() - self.ticked_at > STALL_S:
+            self.tick(stamp=self.joint_stamp)
 
     def on_episode_event(self, msg: String) -> None:
         event = json.loads(msg.data).get("event")
@@ -99,6 +138,7 @@ class TeleopNode(RobotRLNode):
             self.status.last_event = event
         if event == START:
             self.recording = True
+            self.tick_on_step()
         elif event in ("commit", DISCARD, "lost"):
             self.recording = False
 
@@ -106,10 +146,11 @@ class TeleopNode(RobotRLNode):
         """The sim expert waits for the recorder to start each episode, so demos begin at rest."""
         return self.params.device == "expert" and not self.recording and self.recorder[START].service_is_ready()
 
-    def tick(self) -> None:
+    def tick(self, stamp: float | None = None) -> None:
         if self.joint_pos is None or not self.device_ready:
             return  # no robot state or no device yet: nothing to teleoperate
         self.ticks += 1
+        self.ticked_at = time.monotonic()
         if self.waiting_for_recorder():
             self.hold = self.joint_pos.copy() if self.hold is None else self.hold
             inp = TeleopInput(target=self.hold)
@@ -118,7 +159,7 @@ class TeleopNode(RobotRLNode):
             inp = self.read_device()
             if inp is None:
                 return
-        self.publish(inp)
+        self.publish(inp, time.time() if stamp is None else stamp)
 
     def read_device(self) -> TeleopInput | None:
         try:
@@ -129,8 +170,7 @@ class TeleopNode(RobotRLNode):
             self.get_logger().error(str(e), throttle_duration_sec=2.0)
             return None
 
-    def publish(self, inp: TeleopInput) -> None:
-        stamp = time.time()
+    def publish(self, inp: TeleopInput, stamp: float) -> None:
         if inp.target is not None:
             msg = convert.joint_state_msg(self.joint_names, inp.target, stamp=stamp)
             self.teleop_pub.publish(msg)
