@@ -108,13 +108,14 @@ def session_events(episodes: list[dict], rng: np.random.Generator) -> list[dict]
     return events
 
 
-def write_eval(path: Path, successes: list[bool]) -> None:
+def write_eval(path: Path, successes: list[bool], seed: int = 1000) -> None:
     k, n = sum(successes), len(successes)
     lo, hi = wilson(k, n)
     results = [{"success": s, "steps": 40 if s else 150, "timed_out": not s} for s in successes]
     path.write_text(json.dumps({"summary": {"checkpoint": "runs/bc/final", "episodes": n, "successes": k,
                                             "success_rate": k / n, "ci95": [round(lo, 4), round(hi, 4)],
-                                            "mean_steps": sum(r["steps"] for r in results) / n}, "results": results}))
+                                            "mean_steps": sum(r["steps"] for r in results) / n, "seed": seed},
+                                "results": results}))
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +157,13 @@ def test_summary_numbers_match_the_inputs(run_dir: Path):
         assert summary[name]["ci95"] == pytest.approx(ci, abs=1e-4)
     gain = summary["final"]["success_rate"] - summary["base"]["success_rate"]
     assert summary["improvement"] == pytest.approx(gain, abs=2e-4)
+    # same seed: compared layout by layout
+    base, final = ([r["success"] for r in json.loads((run_dir / f"eval_{n}.json").read_text())["results"]]
+                   for n in ("base", "final"))
+    gained = sum(f and not b for b, f in zip(base, final))
+    lost = sum(b and not f for b, f in zip(base, final))
+    assert summary["paired"]["gained"] == gained and summary["paired"]["lost"] == lost and gained + lost > 0
+    assert 0 < summary["paired"]["mcnemar_p"] <= 1
 
     # session success from the store's labels of the committed rollouts the session lists
     labels = [meta[e["index"]]["success"] for e in done]
@@ -361,3 +369,16 @@ def test_store_label_mismatch_is_recorded(run_dir: Path, tmp_path: Path):
     assert check["mismatches"][0]["index"] == flipped["index"]
     assert "success label differs" in check["mismatches"][0]["problem"]
     assert main(["report", str(run), "--store", str(tmp_path / "nope.zarr")]) == 2
+
+
+def test_paired_comparison_needs_the_same_layouts(tmp_path: Path):
+    from robot_rl.report.aggregate import paired
+    from robot_rl.report.load import read_eval
+
+    write_eval(tmp_path / "a.json", [False] * 18 + [True] * 2 + [True] * 5)
+    write_eval(tmp_path / "b.json", [True] * 18 + [False] * 2 + [True] * 5)
+    block = paired(read_eval(tmp_path / "a.json"), read_eval(tmp_path / "b.json"))
+    # 18 gained, 2 lost: p = 2 * (C(20,0) + C(20,1) + C(20,2)) / 2**20
+    assert block == {"episodes": 25, "seed": 1000, "gained": 18, "lost": 2, "mcnemar_p": round(422 / 2**20, 4)}
+    write_eval(tmp_path / "c.json", [True] * 25, seed=7)  # other layouts: no pairing
+    assert paired(read_eval(tmp_path / "a.json"), read_eval(tmp_path / "c.json")) is None

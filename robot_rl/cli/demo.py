@@ -149,12 +149,20 @@ def _rate(block: dict | None) -> str:
             f"95 % CI {100 * lo:.0f}-{100 * hi:.0f} %)")
 
 
+def _paired(block: dict | None) -> str:
+    if not block:
+        return "not comparable (different layouts)"
+    return (f"{block['gained']} failures became successes, {block['lost']} successes failures "
+            f"(exact McNemar p = {block['mcnemar_p']:.2g})")
+
+
 def print_summary(summary: dict, run_dir: Path, html: Path) -> None:
     session = summary.get("session", {})
     stages = summary.get("stages_s", {})
     rows = [("robot drift (after collection)", summary.get("drift") or "none"),
             ("base policy", _rate(summary.get("base"))),
             ("base + residual", _rate(summary.get("final"))),
+            ("same layouts, episode by episode", _paired(summary.get("paired"))),
             ("fine-tuning episodes", f"{session.get('episodes', 0)} ({session.get('env_steps', 0)} env steps)"),
             ("session success (last 20)", f"{100 * (session.get('success_rate_last20') or 0):.0f} %"),
             ("total time", f"{sum(stages.values()) / 60:.1f} min ("

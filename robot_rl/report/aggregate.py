@@ -6,6 +6,7 @@ summary.json always comes from one computation.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 
@@ -101,6 +102,20 @@ def _eval_block(result: EvalResult | None) -> dict | None:
     block = _rate_block(result.successes, result.episodes)
     block.update(file=result.path.name, mean_steps=None if result.mean_steps is None else _r(result.mean_steps, 2))
     return block
+
+
+def paired(base: EvalResult | None, final: EvalResult | None) -> dict | None:
+    """Base vs fine-tuned on the same layouts (same seed, same count): episodes gained and lost, and
+    the exact McNemar test's two-sided p (a binomial test on the discordant pairs)."""
+    if base is None or final is None or base.outcomes is None or final.outcomes is None:
+        return None
+    if base.seed is None or base.seed != final.seed or len(base.outcomes) != len(final.outcomes):
+        return None
+    gained = sum(f and not b for b, f in zip(base.outcomes, final.outcomes))
+    lost = sum(b and not f for b, f in zip(base.outcomes, final.outcomes))
+    n = gained + lost
+    p = min(1.0, 2 * sum(math.comb(n, k) for k in range(min(gained, lost) + 1)) / 2 ** n) if n else 1.0
+    return {"episodes": len(base.outcomes), "seed": base.seed, "gained": gained, "lost": lost, "mcnemar_p": _r(p)}
 
 
 def _last(episodes: list[Episode], source: str) -> dict[str, float]:
@@ -203,6 +218,7 @@ def summarize(data: RunData) -> dict:
         "base": base, "final": final,
         "improvement": _r(final["success_rate"] - base["success_rate"])
         if base and final and base["episodes"] and final["episodes"] else None,
+        "paired": paired(data.base, data.final),
         "session": _session(data),
         "learner": {k: _int_or_float(v) for k, v in learner.items()} if learner else None,
         "weights": _weights(eps, learner, policy),

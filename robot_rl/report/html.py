@@ -48,6 +48,10 @@ def _headline(s: dict) -> str:
     for label, block in (("base policy (eval)", s["base"]), ("fine-tuned (eval)", s["final"])):
         rows.append(_row([label, _pct(block["success_rate"]), _ci(block["ci95"]), _num(block["episodes"])] if block
                          else [label, NOT_RECORDED, "", ""]))
+    if s.get("paired"):
+        pr = s["paired"]
+        rows.append(_row(["same layouts (paired)", f"+{pr['gained']} / &minus;{pr['lost']}",
+                          f"McNemar p = {pr['mcnemar_p']:.2g}", _num(pr["episodes"])]))
     rows.append(_row(["session rollouts (exploring)", _pct(session["success_rate"]), _ci(session["ci95"]),
                       _num(session["episodes"])]))
     rows.append(_row([f"session, last {session['last20_episodes']}", _pct(session["success_rate_last20"]),

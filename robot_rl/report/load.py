@@ -98,6 +98,10 @@ class EvalResult:
     success_rate: float
     ci95: tuple[float, float]
     mean_steps: float | None
+    # per-episode successes in layout order and the layout seed: two evals with the same seed ran the
+    # same layouts, so base and fine-tuned can be compared episode by episode
+    outcomes: list[bool] | None = None
+    seed: int | None = None
 
 
 @dataclass
@@ -217,8 +221,11 @@ def read_eval(path: Path) -> EvalResult | None:
     if steps is None and results:
         steps = sum(integer(r.get("steps"), 0) for r in results if isinstance(r, dict)) / len(results)
     lo, hi = wilson(successes, episodes)
+    outcomes = [bool(flag(r.get("success"))) for r in results if isinstance(r, dict)] if results else None
     return EvalResult(path=path, episodes=episodes, successes=successes,
-                      success_rate=successes / episodes if episodes else 0.0, ci95=(lo, hi), mean_steps=steps)
+                      success_rate=successes / episodes if episodes else 0.0, ci95=(lo, hi), mean_steps=steps,
+                      outcomes=outcomes if outcomes and len(outcomes) == episodes else None,
+                      seed=integer(summary.get("seed")))
 
 
 def _attach_store(data: RunData, store: Path | None) -> None:
