@@ -67,6 +67,7 @@ def test_demo_interrupted_then_resumed(tmp_path, ros_domain):
     for name in ("base", "final"):
         evaluation = json.loads((run / f"eval_{name if name == 'base' else 'final'}.json").read_text())["summary"]
         assert summary[name]["successes"] == evaluation["successes"] and summary[name]["episodes"] == 3
+    assert summary["paired"]["episodes"] == 3 and "same layouts, episode by episode" in result.stdout
 
     # the session's success rate, recomputed from the store's committed rollouts of this session
     events = [json.loads(x) for x in (run / "session.jsonl").read_text().splitlines()]
