@@ -115,7 +115,7 @@ class EpisodeManagerNode(RobotRLNode):
                 self.reward_stats["last_probability"] = round(probability, 4)
             else:
                 self.reward_stats["invalid"] += 1
-                self.get_logger().warn(f"reward classifier: no valid observation: {obs.reason}",
+                self.get_logger().warning(f"reward classifier: no valid observation: {obs.reason}",
                                        throttle_duration_sec=2.0)
             self.session.step(truth, episode, reward=probability)
 

@@ -126,7 +126,7 @@ class PolicyNode(RobotRLNode):
         try:
             self.gate.command(convert.joint_positions_from_msg(msg, self.joint_names))
         except ValueError as e:
-            self.get_logger().warn(f"teleop command ignored: {e}", throttle_duration_sec=5.0)
+            self.get_logger().warning(f"teleop command ignored: {e}", throttle_duration_sec=5.0)
 
     def tick(self, t: float, wait_for_chunk: bool) -> None:
         if not self.enabled:
@@ -142,7 +142,7 @@ class PolicyNode(RobotRLNode):
         obs = self.sink.aligner.observe(t)
         if not obs.valid:
             self.stats["invalid_ticks"] += 1
-            self.get_logger().warn(f"no valid observation: {obs.reason}", throttle_duration_sec=2.0)
+            self.get_logger().warning(f"no valid observation: {obs.reason}", throttle_duration_sec=2.0)
             return
         self.history.push(observation_values(self.profile, obs.values))
         # Lockstep: the robot waits for us, so chunks run back to back, exactly exec_horizon actions
@@ -200,7 +200,7 @@ class PolicyNode(RobotRLNode):
         if self.residual.offer(data, meta):
             self.get_logger().info(f"residual weights v{meta['version']} (env step {meta.get('step')}) active")
         else:
-            self.get_logger().warn(f"residual weights rejected: {self.residual.counters.last_reject_reason}",
+            self.get_logger().warning(f"residual weights rejected: {self.residual.counters.last_reject_reason}",
                                    throttle_duration_sec=2.0)
 
     def publish(self, t: float, base: np.ndarray, residual: np.ndarray, phase: int) -> None:

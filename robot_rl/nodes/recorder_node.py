@@ -42,7 +42,7 @@ class RecorderNode(RobotRLNode):
                              min_rate_fraction=p.min_rate_fraction, max_invalid_fraction=p.max_invalid_fraction,
                              frames_per_tick=p.mode == "rollout" or p.tick == "command")
         if p.mode == "rollout" and not self.rec.records_phase:
-            self.get_logger().warn(f"{self.store_path} predates recorded chunk phases: rollouts go in without "
+            self.get_logger().warning(f"{self.store_path} predates recorded chunk phases: rollouts go in without "
                                    "them and the learner assumes chunks back to back (exact only in lockstep); "
                                    "a new store records them")
         self.base_hash = ""
@@ -140,7 +140,7 @@ class RecorderNode(RobotRLNode):
             return response
         self.emit("commit", index=index, success=self.store.episodes_meta()[index]["success"], health=health)
         if not health["ok"]:
-            self.get_logger().warn(f"episode {index} below the health bar: {'; '.join(health['problems'])}")
+            self.get_logger().warning(f"episode {index} below the health bar: {'; '.join(health['problems'])}")
         response.success, response.message = True, json.dumps({"index": index, "health": health})
         return response
 

@@ -67,7 +67,7 @@ class RobotNode(RobotRLNode):
         except ValueError as e:
             accepted = self.arm.command(None, error=str(e))
         if not accepted:
-            self.get_logger().warn(f"command rejected: {self.arm.envelope.counters.last_reject_reason}",
+            self.get_logger().warning(f"command rejected: {self.arm.envelope.counters.last_reject_reason}",
                                    throttle_duration_sec=1.0)
 
     def on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:

@@ -75,7 +75,7 @@ class SimRobotNode(RobotRLNode):
         except ValueError as e:
             accepted = self.driver.command(None, error=str(e))
         if not accepted:
-            self.get_logger().warn(f"command rejected: {self.driver.envelope.counters.last_reject_reason}",
+            self.get_logger().warning(f"command rejected: {self.driver.envelope.counters.last_reject_reason}",
                                    throttle_duration_sec=1.0)
         elif self.lockstep:
             self.steps_requested.release()

@@ -189,7 +189,7 @@ class TeleopNode(RobotRLNode):
         else:
             client, request = self.recorder[event], Trigger.Request()
         if not client.service_is_ready():
-            self.get_logger().warn(f"'{event}' pressed but no recorder is running ({client.srv_name})")
+            self.get_logger().warning(f"'{event}' pressed but no recorder is running ({client.srv_name})")
             return
         client.call_async(request)
 
