@@ -70,6 +70,11 @@ def node_named(profile, executable: str, mode: str = "finetune"):
     return spec.name
 
 
+def has_operator(profile) -> bool:
+    """A teleop node in the session: a human (or the sim's expert playing one) may intervene."""
+    return any(n.executable == "teleop_node" for n in profile.nodes_for("finetune"))
+
+
 def run_finetune(args: argparse.Namespace) -> int:
     from std_msgs.msg import String
     from tqdm import tqdm
@@ -103,6 +108,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         node_named(profile, "recorder_node"): {"store": store, "mode": "rollout", "base_checkpoint": base},
         node_named(profile, "episode_manager_node"): {
             "episodes": str(args.episodes), "max_steps": str(args.max_steps),
+            **({"await_operator": "true"} if has_operator(profile) else {}),
             **({"label": "classifier", "reward_checkpoint": str(args.reward.resolve())} if args.reward else {})},
         node_named(profile, "learner_node"): {"store": store, "base_checkpoint": base, "preset": args.preset,
                                               "run_dir": str((run_dir / "learner_run").resolve()),

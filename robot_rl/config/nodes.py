@@ -139,6 +139,9 @@ class EpisodeManagerParams:
     label: Literal["sim", "operator", "classifier"] = "sim"
     reward_checkpoint: str = ""  # label classifier: the classifier directory (robot-rl train-reward --out)
     step_timeout_s: float = 10.0  # no control step for this long -> the episode is aborted and discarded
+    # HIL: no episode starts before the operator's teleop node is heard on /teleop/intervening (a
+    # loaded machine can bring it up after the first episode would have ended without its help)
+    await_operator: bool = False
 
     def validate(self) -> None:
         check(self.episodes >= 0, f"must be >= 0, got {self.episodes}", "episodes")

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 import queue
+import threading
 import time
 
 from sensor_msgs.msg import JointState
-from std_msgs.msg import String
+from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
 
 from robot_rl.config import ConfigError
@@ -68,6 +69,9 @@ class EpisodeManagerNode(RobotRLNode):
         self.create_service(Trigger, topics.EPISODE_MANAGER_STOP, self.on_stop)
         self.create_service(SetBool, topics.EPISODE_MANAGER_LABEL, self.on_label)
         self.last_error = ""
+        self.operator_heard = threading.Event()
+        if p.await_operator:
+            self.create_subscription(Bool, topics.TELEOP_INTERVENING, lambda _: self.operator_heard.set(), qos.RELIABLE)
         self.start_worker(self.run_session, "session")
 
     def _load_reward_classifier(self):
@@ -176,7 +180,20 @@ class EpisodeManagerNode(RobotRLNode):
         self._call("discard", Trigger.Request())
 
     # -- the session ----------------------------------------------------------------------------
+    def await_operator(self) -> None:
+        """The policy node and the recorder discover the teleop node about when this node hears it;
+        one more second lets their subscriptions match too."""
+        waited = 0
+        while not self.stopping and not self.operator_heard.wait(timeout=1.0):
+            waited += 1
+            if waited % 10 == 0:
+                self.get_logger().info(f"waiting for the operator's teleop node on {topics.TELEOP_INTERVENING} "
+                                       f"({waited} s)")
+        self.wait(1.0)
+
     def run_session(self) -> None:
+        if self.params.await_operator:
+            self.await_operator()
         target = self.params.episodes
         while not self.stopping and (target == 0 or self.session.stats.episodes < target):
             try:
