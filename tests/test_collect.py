@@ -111,3 +111,41 @@ def test_store_tools_on_the_collected_store(collected, tmp_path):
         table = pq.read_table(out / "data" / "chunk-000" / f"episode_{i:06d}.parquet")
         assert table.num_rows == meta[i]["length"]
         assert {"observation.state", "action", "timestamp", "episode_index", "next.reward"} <= set(table.column_names)
+
+
+def test_a_recorder_that_missed_the_first_observation_gets_a_new_reset(monkeypatch):
+    """A lockstep sim publishes an episode's first observation once, at its reset; a recorder whose
+    subscriptions matched just after (seen once in a fresh `make demo`) waits for it forever. The
+    collect client resets again until the recorder starts, and a recorder that never starts loses the
+    episode (run again) instead of crashing the run. The services are a stand-in here: the race
+    depends on DDS discovery timing and cannot be provoked on demand."""
+    from types import SimpleNamespace
+
+    from robot_rl.cli import collect
+
+    monkeypatch.setattr(collect, "RESET_AGAIN_S", 0.05)
+    fresh_after = {"resets": 3}
+    calls = []
+
+    class Services:
+        def reset(self, clear_streams):
+            calls.append("reset")
+            return {"episode": calls.count("reset")}
+
+        def call(self, client, request):
+            calls.append("start")
+            ok = calls.count("reset") >= fresh_after["resets"]
+            return SimpleNamespace(success=ok, message="" if ok else "streams not fresh: joint_state: no sample received yet")
+
+    session = collect.RecorderSession.__new__(collect.RecorderSession)
+    session.client, session.lockstep, session.start = Services(), True, "start"
+    session.Trigger = SimpleNamespace(Request=lambda: None)
+    assert session.reset_and_begin(timeout=10.0) == 3  # the episode the recorder started on
+    fresh_after["resets"] = 10**6
+    with pytest.raises(collect.EpisodeLost, match="refused to start for 0 s: streams not fresh"):
+        session.reset_and_begin(timeout=0.3)
+    session.lockstep = False  # real time: streams keep flowing, no reason to reset again
+    calls.clear()
+    with pytest.raises(collect.EpisodeLost):
+        session.reset_and_begin(timeout=0.3)
+    assert calls.count("reset") == 1

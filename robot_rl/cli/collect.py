@@ -17,6 +17,7 @@ from robot_rl.config import load_profile
 
 STATUS_PERIOD = 0.5
 MAX_LOST_IN_A_ROW = 3
+RESET_AGAIN_S = 2.0  # lockstep: a recorder still waiting for the first observation this long gets a new one
 STALL_S = 5.0
 
 
@@ -171,16 +172,22 @@ class RecorderSession:
             if not c.wait_for_service(timeout_sec=30):
                 raise RuntimeError(f"recorder service {c.srv_name} not available")
 
-    def begin(self, timeout: float = 30.0) -> None:
-        """Start recording; the recorder refuses until every stream, the teleop commands included, is
-        fresh (on a busy machine its command subscription can match seconds after the graph is up)."""
+    def reset_and_begin(self, timeout: float = 30.0):
+        """Reset the robot and start recording; returns the new episode's id. The recorder refuses
+        until every stream, the teleop commands included, is fresh (on a busy machine its
+        subscriptions can match seconds after the graph is up). A lockstep sim publishes an episode's
+        first observation once, at its reset, so a recorder that matched after that would wait for it
+        forever: the sim is reset again every RESET_AGAIN_S until the recorder starts."""
         deadline = time.monotonic() + timeout
+        episode, reset_at = self.client.reset(clear_streams=False).get("episode"), time.monotonic()
         while True:
             response = self.client.call(self.start, self.Trigger.Request())
             if response.success:
-                return
+                return episode
             if time.monotonic() > deadline:
-                raise RuntimeError(f"recorder refused to start: {response.message}")
+                raise EpisodeLost(f"the recorder refused to start for {timeout:.0f} s: {response.message}")
+            if self.lockstep and time.monotonic() - reset_at > RESET_AGAIN_S:
+                episode, reset_at = self.client.reset(clear_streams=False).get("episode"), time.monotonic()
             time.sleep(0.1)
 
     def sim_episode(self, max_seconds: float) -> dict:
@@ -188,9 +195,7 @@ class RecorderSession:
         run ahead of the wall clock). Ends early when robot time stops moving for STALL_S of wall time."""
         if self.lockstep:
             self.wait_still()
-        state = self.client.reset(clear_streams=False)
-        episode = state.get("episode")
-        self.begin()
+        episode = self.reset_and_begin()
         first_stamp = last_stamp = None
         moved = time.monotonic()
         success = False
