@@ -158,11 +158,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # joint; the demo's default): one residual per base chunk from the base's own features, range 0.15
     # (up to ~6 degrees of waist), one exploration draw per episode so each rollout tries one consistent
     # correction, an advantage-weighted actor that stays on what was tried, and no demo sampling: the
-    # old robot's demonstrations would teach the old robot's actions (docs/residual_rl.md, "Drift").
+    # old robot's demonstrations would teach the old robot's actions. ~22 warm-up episodes before the
+    # first actor update: after ~8 its direction was a coin flip (docs/residual_rl.md, "Drift").
     "cpu_adapt": dict(actor_hidden=256, critic_hidden=256, num_critics=4, batch_size=128, utd=1, actor_every=2,
                       decision="chunk", actor_loss="awac", demo_fraction=0.0, explore_hold="episode",
-                      action_scale=0.15, actor_lr=1e-5, warmup_env_steps=1_000, critic_warmup_updates=1_000,
-                      warmup_noise=0.05, explore_std=0.05, explore_clip=0.1, target_noise=0.02,
+                      action_scale=0.15, actor_lr=1e-5, warmup_env_steps=3_000, critic_warmup_updates=3_000,
+                      awac_beta=0.003, warmup_noise=0.05, explore_std=0.08, explore_clip=0.16, target_noise=0.02,
                       target_noise_clip=0.04, online_capacity=100_000, demo_capacity=50_000,
                       encoder={"use_cameras": False, "low_dim_hidden": 128, "base_features": True}),
     # Unit tests and smoke runs: seconds, not hours.

@@ -91,9 +91,17 @@ def add_rollout(agent: ResidualTD3, online, ep: dict) -> None:
 
 
 def evaluate(robot, profile, base, agent, episodes: int, seed: int, max_steps: int, lower, upper,
-             residual: bool = True) -> list[bool]:
-    return [rollout(robot, profile, base, agent, seed + i, max_steps=max_steps, explore=False, lower=lower,
-                    upper=upper, residual=residual)["success"] for i in range(episodes)]
+             residual: bool = True) -> tuple[list[bool], np.ndarray]:
+    """Successes, and the mean executed correction (command - base, rad) per joint: against a known
+    drift it says how far the residual got."""
+    eps = [rollout(robot, profile, base, agent, seed + i, max_steps=max_steps, explore=False, lower=lower,
+                   upper=upper, residual=residual) for i in range(episodes)]
+    correction = np.concatenate([ep["action"] - ep["base"] for ep in eps]).mean(axis=0)
+    return [ep["success"] for ep in eps], correction
+
+
+def correction_by_joint(profile, correction: np.ndarray) -> dict[str, float]:
+    return {name: round(float(c), 4) for name, c in zip(profile.robot.joint_names, correction)}
 
 
 def study(base_dir: Path, store_path: Path, cfg, *, env_steps: int, eval_every: int, eval_episodes: int,
@@ -134,15 +142,17 @@ def study(base_dir: Path, store_path: Path, cfg, *, env_steps: int, eval_every: 
     eval_seed = 100_000  # layouts never used for training episodes
     with SimRobot(profile, seed=seed, render=True, drift=drifted) as robot:
         if eval_base:
-            wins = evaluate(robot, profile, base, agent, eval_episodes, eval_seed, max_steps, lower, upper, False)
+            wins, _ = evaluate(robot, profile, base, agent, eval_episodes, eval_seed, max_steps, lower, upper, False)
             record({"kind": "eval_base", "success": sum(wins), "episodes": len(wins)})
         bar = tqdm(total=env_steps, unit="step", dynamic_ncols=True)
         next_eval, episode, metrics = 0, 0, {}
         while agent.env_steps < env_steps:
             if agent.env_steps >= next_eval:
-                wins = evaluate(robot, profile, base, agent, eval_episodes, eval_seed, max_steps, lower, upper)
+                wins, correction = evaluate(robot, profile, base, agent, eval_episodes, eval_seed, max_steps,
+                                            lower, upper)
                 lo, hi = wilson(sum(wins), len(wins))
                 record({"kind": "eval", "success": sum(wins), "episodes": len(wins), "ci95": [lo, hi],
+                        "correction": correction_by_joint(profile, correction),
                         **{k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}})
                 bar.write(f"env step {agent.env_steps}: eval {sum(wins)}/{len(wins)}")
                 next_eval += eval_every
@@ -156,8 +166,9 @@ def study(base_dir: Path, store_path: Path, cfg, *, env_steps: int, eval_every: 
             bar.update(len(ep["action"]))
             bar.set_postfix(train=f"{sum(window)}/{len(window)}", updates=agent.critic_updates,
                             q=f"{metrics.get('q_mean', 0):.3f}")
-        wins = evaluate(robot, profile, base, agent, eval_episodes, eval_seed, max_steps, lower, upper)
-        record({"kind": "eval", "success": sum(wins), "episodes": len(wins), "ci95": list(wilson(sum(wins), len(wins)))})
+        wins, correction = evaluate(robot, profile, base, agent, eval_episodes, eval_seed, max_steps, lower, upper)
+        record({"kind": "eval", "success": sum(wins), "episodes": len(wins), "ci95": list(wilson(sum(wins), len(wins))),
+                "correction": correction_by_joint(profile, correction)})
         bar.close()
     store.close()
     if log:
