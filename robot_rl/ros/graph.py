@@ -128,10 +128,19 @@ class GraphRunner:
         """SIGINT every node, escalate to SIGTERM/SIGKILL; 0 if all ended cleanly and none died early."""
         died_early = self.first_exit is not None and self.first_exit[1] != 0
         needed: dict[str, str] = {}  # node -> the signal that finally ended it
+        hung: set[str] = set()  # nodes asked for their thread stacks before SIGKILL
         for sig, grace in ((signal.SIGINT, timeout), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
             alive = [n for n in self.nodes if n.process.poll() is None]
             if not alive:
                 break
+            if sig == signal.SIGKILL:  # a hung node's stacks (run_node registers SIGUSR1) say where it hangs
+                hung = {n.name for n in alive if n.reader is not None}
+                for n in alive:
+                    try:
+                        os.kill(n.process.pid, signal.SIGUSR1)
+                    except ProcessLookupError:
+                        pass
+                time.sleep(1.0)
             for n in alive:
                 needed[n.name] = sig.name
                 try:
@@ -151,6 +160,10 @@ class GraphRunner:
         for name, code in unclean:  # say which node, or a failed run's only clue is its exit code
             how = f"after {needed[name]}" if name in needed else "before the graph was stopped"
             print(f"warning: node '{name}' ended with status {code} {how}", file=sys.stderr, flush=True)
+            if name in hung:
+                stacks = "\n".join(self.log(name).splitlines()[-80:])
+                print(f"its log's end, with its threads' stacks when it would not stop:\n{stacks}",
+                      file=sys.stderr, flush=True)
         return 1 if died_early or unclean else 0
 
     def __enter__(self) -> "GraphRunner":

@@ -7,6 +7,9 @@ worker threads started with `start_worker`, which `run_node` stops on SIGINT/SIG
 from __future__ import annotations
 
 import dataclasses
+import faulthandler
+import os
+import signal
 import sys
 import threading
 import time
@@ -117,6 +120,7 @@ def run_node(factory: Callable[[], RobotRLNode], args: list[str] | None = None) 
     A bad profile or parameter exits with status 2 and one clear line (no crash loop, no traceback).
     """
     configure_ros_environment()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the graph runner asks a hung node where it hangs
     rclpy.init(args=args if args is not None else sys.argv)
     node = None
     code = 0
@@ -144,8 +148,30 @@ def run_node(factory: Callable[[], RobotRLNode], args: list[str] | None = None) 
         if node is not None:
             node.shutdown()
             code = code or (1 if node.crashed else 0)
+        _exit_if_teardown_hangs(TEARDOWN_S, code)
+        if node is not None:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+        rclpy.get_default_context().destroy()  # the DDS participant goes here, under the watchdog
     return code
+
+
+TEARDOWN_S = 4.0  # middleware + GL teardown and exit take < 1.5 s here
+
+
+def _exit_if_teardown_hangs(seconds: float, code: int) -> None:
+    """Armed once the workers have stopped and the node's data is saved: a DDS or GL teardown that
+    hangs (once in CI a stopped sim node had to be SIGKILLed) dumps every thread's stack to the log
+    and ends the process with the node's own status instead of keeping a stopped node alive."""
+
+    def watchdog() -> None:
+        time.sleep(seconds)
+        print(f"warning: teardown not done after {seconds:g} s (middleware or GL); exiting anyway. "
+              "Threads:", file=sys.stderr, flush=True)
+        faulthandler.dump_traceback(all_threads=True)
+        sys.stdout.flush()
+        os._exit(code)
+
+    threading.Thread(target=watchdog, name="teardown-watchdog", daemon=True).start()
 
