@@ -180,15 +180,25 @@ class EpisodeManagerNode(RobotRLNode):
         self._call("discard", Trigger.Request())
 
     # -- the session ----------------------------------------------------------------------------
+    def operator_ready(self) -> bool:
+        """Heard on /teleop/intervening, and every node publishing there also subscribes to the
+        recorder's events (the sim expert acts only once it hears an episode start: a teleop node
+        that matched after the first start sat out the whole first episode)."""
+        if not self.operator_heard.is_set():
+            return False
+        operators = {(i.node_namespace, i.node_name) for i in self.get_publishers_info_by_topic(topics.TELEOP_INTERVENING)}
+        listening = {(i.node_namespace, i.node_name) for i in self.get_subscriptions_info_by_topic(topics.EPISODE_EVENTS)}
+        return bool(operators) and operators <= listening
+
     def await_operator(self) -> None:
-        """The policy node and the recorder discover the teleop node about when this node hears it;
+        """The policy node and the recorder discover the teleop node about when this node sees it;
         one more second lets their subscriptions match too."""
-        waited = 0
-        while not self.stopping and not self.operator_heard.wait(timeout=1.0):
-            waited += 1
-            if waited % 10 == 0:
+        start, note_at = time.monotonic(), 10.0
+        while self.wait(0.2) and not self.operator_ready():
+            if time.monotonic() - start > note_at:
                 self.get_logger().info(f"waiting for the operator's teleop node on {topics.TELEOP_INTERVENING} "
-                                       f"({waited} s)")
+                                       f"({note_at:.0f} s)")
+                note_at += 10.0
         self.wait(1.0)
 
     def run_session(self) -> None:
