@@ -145,7 +145,7 @@ def study(base_dir: Path, store_path: Path, cfg, *, env_steps: int, eval_every: 
             wins, _ = evaluate(robot, profile, base, agent, eval_episodes, eval_seed, max_steps, lower, upper, False)
             record({"kind": "eval_base", "success": sum(wins), "episodes": len(wins)})
         bar = tqdm(total=env_steps, unit="step", dynamic_ncols=True)
-        next_eval, episode, metrics = 0, 0, {}
+        next_eval, episode, metrics, exploring = 0, 0, {}, []
         while agent.env_steps < env_steps:
             if agent.env_steps >= next_eval:
                 wins, correction = evaluate(robot, profile, base, agent, eval_episodes, eval_seed, max_steps,
@@ -153,14 +153,17 @@ def study(base_dir: Path, store_path: Path, cfg, *, env_steps: int, eval_every: 
                 lo, hi = wilson(sum(wins), len(wins))
                 record({"kind": "eval", "success": sum(wins), "episodes": len(wins), "ci95": [lo, hi],
                         "correction": correction_by_joint(profile, correction),
+                        "exploring": [sum(exploring), len(exploring)],  # the rollouts since the last evaluation
                         **{k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}})
                 bar.write(f"env step {agent.env_steps}: eval {sum(wins)}/{len(wins)}")
                 next_eval += eval_every
+                exploring = []
             ep = rollout(robot, profile, base, agent, seed * 1_000_000 + episode, max_steps=max_steps,
                          explore=True, lower=lower, upper=upper)
             episode += 1
             add_rollout(agent, online, ep)
             window.append(ep["success"])
+            exploring.append(ep["success"])
             for m in agent.run_updates(online, demo):
                 metrics = m
             bar.update(len(ep["action"]))
@@ -168,7 +171,7 @@ def study(base_dir: Path, store_path: Path, cfg, *, env_steps: int, eval_every: 
                             q=f"{metrics.get('q_mean', 0):.3f}")
         wins, correction = evaluate(robot, profile, base, agent, eval_episodes, eval_seed, max_steps, lower, upper)
         record({"kind": "eval", "success": sum(wins), "episodes": len(wins), "ci95": list(wilson(sum(wins), len(wins))),
-                "correction": correction_by_joint(profile, correction)})
+                "correction": correction_by_joint(profile, correction), "exploring": [sum(exploring), len(exploring)]})
         bar.close()
     store.close()
     if log:
