@@ -108,13 +108,14 @@ def session_events(episodes: list[dict], rng: np.random.Generator) -> list[dict]
     return events
 
 
-def write_eval(path: Path, successes: list[bool], seed: int = 1000) -> None:
+def write_eval(path: Path, successes: list[bool], seed: int = 1000, parallel: int | None = None) -> None:
     k, n = sum(successes), len(successes)
     lo, hi = wilson(k, n)
     results = [{"success": s, "steps": 40 if s else 150, "timed_out": not s} for s in successes]
     path.write_text(json.dumps({"summary": {"checkpoint": "runs/bc/final", "episodes": n, "successes": k,
                                             "success_rate": k / n, "ci95": [round(lo, 4), round(hi, 4)],
-                                            "mean_steps": sum(r["steps"] for r in results) / n, "seed": seed},
+                                            "mean_steps": sum(r["steps"] for r in results) / n, "seed": seed,
+                                            **({"parallel": parallel} if parallel else {})},
                                 "results": results}))
 
 
@@ -382,3 +383,8 @@ def test_paired_comparison_needs_the_same_layouts(tmp_path: Path):
     assert block == {"episodes": 25, "seed": 1000, "gained": 18, "lost": 2, "mcnemar_p": round(422 / 2**20, 4)}
     write_eval(tmp_path / "c.json", [True] * 25, seed=7)  # other layouts: no pairing
     assert paired(read_eval(tmp_path / "a.json"), read_eval(tmp_path / "c.json")) is None
+    # same seed, but two graphs side by side (the second on seed + 1): other layouts too
+    write_eval(tmp_path / "d.json", [True] * 25, parallel=2)
+    assert paired(read_eval(tmp_path / "a.json"), read_eval(tmp_path / "d.json")) is None
+    write_eval(tmp_path / "e.json", [False] * 25, parallel=2)
+    assert paired(read_eval(tmp_path / "e.json"), read_eval(tmp_path / "d.json"))["gained"] == 25

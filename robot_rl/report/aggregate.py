@@ -105,11 +105,12 @@ def _eval_block(result: EvalResult | None) -> dict | None:
 
 
 def paired(base: EvalResult | None, final: EvalResult | None) -> dict | None:
-    """Base vs fine-tuned on the same layouts (same seed, same count): episodes gained and lost, and
+    """Base vs fine-tuned on the same layouts (same seed, graphs and count): episodes gained and lost, and
     the exact McNemar test's two-sided p (a binomial test on the discordant pairs)."""
     if base is None or final is None or base.outcomes is None or final.outcomes is None:
         return None
-    if base.seed is None or base.seed != final.seed or len(base.outcomes) != len(final.outcomes):
+    if (base.seed is None or base.seed != final.seed or base.parallel != final.parallel
+            or len(base.outcomes) != len(final.outcomes)):
         return None
     gained = sum(f and not b for b, f in zip(base.outcomes, final.outcomes))
     lost = sum(b and not f for b, f in zip(base.outcomes, final.outcomes))

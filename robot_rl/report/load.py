@@ -102,6 +102,7 @@ class EvalResult:
     # same layouts, so base and fine-tuned can be compared episode by episode
     outcomes: list[bool] | None = None
     seed: int | None = None
+    parallel: int = 1  # graphs side by side (eval --parallel): graph k ran seed + k's layouts
 
 
 @dataclass
@@ -225,7 +226,7 @@ def read_eval(path: Path) -> EvalResult | None:
     return EvalResult(path=path, episodes=episodes, successes=successes,
                       success_rate=successes / episodes if episodes else 0.0, ci95=(lo, hi), mean_steps=steps,
                       outcomes=outcomes if outcomes and len(outcomes) == episodes else None,
-                      seed=integer(summary.get("seed")))
+                      seed=integer(summary.get("seed")), parallel=integer(summary.get("parallel"), 1))
 
 
 def _attach_store(data: RunData, store: Path | None) -> None:

@@ -106,7 +106,7 @@ def correction_by_joint(profile, correction: np.ndarray) -> dict[str, float]:
 
 def study(base_dir: Path, store_path: Path, cfg, *, env_steps: int, eval_every: int, eval_episodes: int,
           max_steps: int = 150, out: Path | None = None, profile_name: str = "sim", seed: int = 0,
-          eval_base: bool = False, drift: str = "") -> list[dict]:
+          eval_base: bool = False, drift: str = "", eval_from: int = 0) -> list[dict]:
     from tqdm import tqdm
 
     from robot_rl.config import load_profile
@@ -145,7 +145,7 @@ def study(base_dir: Path, store_path: Path, cfg, *, env_steps: int, eval_every: 
             wins, _ = evaluate(robot, profile, base, agent, eval_episodes, eval_seed, max_steps, lower, upper, False)
             record({"kind": "eval_base", "success": sum(wins), "episodes": len(wins)})
         bar = tqdm(total=env_steps, unit="step", dynamic_ncols=True)
-        next_eval, episode, metrics, exploring = 0, 0, {}, []
+        next_eval, episode, metrics, exploring = eval_from, 0, {}, []
         while agent.env_steps < env_steps:
             if agent.env_steps >= next_eval:
                 wins, correction = evaluate(robot, profile, base, agent, eval_episodes, eval_seed, max_steps,
@@ -192,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--env-steps", type=int, default=20_000)
     p.add_argument("--eval-every", type=int, default=2_000)
     p.add_argument("--eval-episodes", type=int, default=50)
+    p.add_argument("--eval-from", type=int, default=0, metavar="STEP",
+                   help="first evaluation at this env step (0: the untouched residual, i.e. the base)")
     p.add_argument("--eval-base", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -215,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = preset(args.preset, **overrides)
     curve = study(args.base, args.store, cfg, env_steps=args.env_steps, eval_every=args.eval_every,
                   eval_episodes=args.eval_episodes, out=args.out, seed=args.seed, eval_base=args.eval_base,
-                  drift=args.drift)
+                  drift=args.drift, eval_from=args.eval_from)
     print(json.dumps(curve[-1]))
     return 0
 

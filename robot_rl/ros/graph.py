@@ -83,12 +83,12 @@ class GraphRunner:
         for i, spec in enumerate(self.specs):
             cmd = node_command(self.profile, spec, self.overrides.get(spec.name))
             if spec.name in self.foreground:
-                proc = subprocess.Popen(cmd, env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
+                proc = subprocess.Popen(cmd, env=self.env, start_new_session=True, preexec_fn=die_with_parent)
                 self.nodes.append(NodeProcess(spec.name, proc))
                 continue
             proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, text=True, bufsize=1, start_new_session=True,
-                                    preexec_fn=_die_with_parent)
+                                    preexec_fn=die_with_parent)
             node = NodeProcess(spec.name, proc)
             color = COLORS[i % len(COLORS)] if self.out is not None and self.out.isatty() else ""
             node.reader = threading.Thread(target=self._pump, args=(node, color), daemon=True)
@@ -176,7 +176,7 @@ class GraphRunner:
         return "\n".join(next(n.lines for n in self.nodes if n.name == name))
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: SIGTERM it if the runner dies (even by SIGKILL), so no node is orphaned."""
     try:
         import ctypes

@@ -1,0 +1,62 @@
+"""`robot-rl eval --parallel 2` through real ROS graphs: two sim + policy graphs on neighbouring
+domains, merged into one evaluation; Ctrl-C while they start leaves no process behind."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from robot_rl.cli.eval_parallel import shares
+from robot_rl.config import load_profile
+from policy_fixtures import tiny_checkpoints
+
+PROFILE = load_profile("sim")
+
+
+def _ours(marker: str) -> list[str]:
+    """Processes (other than pytest and ps) whose command line mentions this test's tmp dir."""
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()[1:]
+    return [line for line in out if marker in line and str(os.getpid()) != line.split()[0]
+            and "pytest" not in line and " ps " not in line]
+
+
+def test_episodes_are_shared_out_in_graph_order():
+    assert shares(7, 2) == [4, 3] and shares(60, 2) == [30, 30] and shares(3, 3) == [1, 1, 1]
+
+
+@pytest.mark.timeout(300)
+def test_two_graphs_side_by_side_merge_into_one_evaluation(tmp_path, ros_domain):
+    base = tiny_checkpoints(tmp_path / "base", PROFILE)["bc"]
+    out, log = tmp_path / "eval.json", tmp_path / "graph.log"
+    argv = [sys.executable, "-m", "robot_rl.cli.main", "eval", "--checkpoint", str(base), "--episodes", "3",
+            "--max-steps", "15", "--parallel", "2", "--seed", "500", "--drift", "waist=0.05",
+            "--out", str(out), "--log", str(log)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"ROS domains {ros_domain}, {ros_domain + 1}" in result.stdout
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["episodes"] == 3 and summary["parallel"] == 2 and summary["graph_episodes"] == [2, 1]
+    assert summary["seed"] == 500 and summary["seeds"] == [500, 501] and summary["drift"] == "waist=0.05"
+    assert len(json.loads(out.read_text())["results"]) == 3
+    second = log.with_name("graph.graph1.log")  # each graph's nodes log to their own file
+    assert "waist drifted by +0.05" in log.read_text() and "waist drifted by +0.05" in second.read_text()
+    time.sleep(1.0)
+    assert _ours(str(tmp_path)) == []
+
+    # interrupted while both graphs start up: exit 130, every graph stopped
+    proc = subprocess.Popen([*argv[:-4], "--out", str(tmp_path / "x.json"), "--log", str(tmp_path / "x.log")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in proc.stdout:
+        if "graphs side by side" in line:
+            break
+    time.sleep(4.0)
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, rest[-3000:]
+    time.sleep(1.0)
+    assert _ours(str(tmp_path)) == [], rest[-2000:]
+    assert not (tmp_path / "x.json").exists()
