@@ -65,22 +65,25 @@ def run_parallel(args: argparse.Namespace) -> int:
         print(f"== {n} graphs side by side (ROS domains {', '.join(map(str, domains))}; "
               f"{' + '.join(map(str, counts))} episodes); the progress bar follows the first", flush=True)
         codes = [cli(graph_argv(args, episodes=counts[0], seed=args.seed, out=parts[0], log=args.log))]
-        if codes[0] == 0 and any(c.poll() is None for c in children):
+        if codes[0] != 0:  # interrupted (130) or failed: stop the others now rather than wait for them
+            return codes[0]
+        if any(c.poll() is None for c in children):
             print(f"== waiting for the other {n - 1} graph(s)", flush=True)
         codes += [c.wait() for c in children]
         failed = [k for k, code in enumerate(codes) if code != 0 or not parts[k].is_file()]
         if failed:
-            for k in failed[:1]:
-                if k > 0:
-                    tail = (work / f"graph{k}.out").read_text(errors="replace")[-2000:]
-                    print(f"error: graph {k} (ROS domain {domains[k]}) exited {codes[k]}:\n{tail}")
-            return next((codes[k] for k in failed if codes[k] != 0), 1)
+            k = failed[0]
+            out = work / f"graph{k}.out"  # graph 0 ran here: its errors are already on the terminal
+            tail = out.read_text(errors="replace")[-2000:] if out.is_file() else ""
+            print(f"error: graph {k} (ROS domain {domains[k]}) exited {codes[k]}:\n{tail}")
+            return codes[k] or 1
         evaluations = [json.loads(p.read_text()) for p in parts]
         results = [r for e in evaluations for r in e["results"]]
         first = evaluations[0]["summary"]
-        return 0 if write_results(args, results, {
-            **{k: first[k] for k in ("checkpoint", "residual", "clock", "seed", "drift")},
-            "parallel": n, "seeds": [args.seed + k for k in range(n)], "graph_episodes": counts}) else 1
+        write_results(args, results, {**{k: first[k] for k in ("checkpoint", "residual", "clock", "seed", "drift")},
+                                      "parallel": n, "seeds": [args.seed + k for k in range(n)],
+                                      "graph_episodes": counts})
+        return 0
     finally:
         _stop(children)
         shutil.rmtree(work, ignore_errors=True)

@@ -18,6 +18,7 @@ from robot_rl.ros import convert, qos, topics
 from robot_rl.ros.node import OK, WARN, RobotRLNode, run_node
 from robot_rl.sim.driver import Sample, SimDriver
 
+RESEND_S = 1.0  # lockstep: the last observation goes out again after this long without a command
 
 class SimRobotNode(RobotRLNode):
     def __init__(self):
@@ -26,6 +27,8 @@ class SimRobotNode(RobotRLNode):
         self.joint_names = self.profile.robot.joint_names
         self.lockstep = self.driver.clock == "lockstep"
         self.behind_events = 0
+        self.last_observation: list[Sample] = []  # lockstep: re-sent while no command comes
+        self.observed_at, self.resends = time.monotonic(), 0
 
         self.joint_pub = self.create_publisher(JointState, topics.JOINT_STATES, qos.SENSOR)
         self.task_pub = self.create_publisher(String, topics.SIM_TASK_STATE, qos.RELIABLE)
@@ -152,11 +155,19 @@ class SimRobotNode(RobotRLNode):
                 done.put(result)
 
     def lockstep_loop(self) -> None:
-        """One control period per accepted command, as fast as the CPU allows."""
+        """One control period per accepted command, as fast as the CPU allows.
+
+        Time stands still until a command comes, so one lost observation (a reader that matched just
+        after the reset's, a dropped best-effort image) would stall the graph for good: with no
+        command for RESEND_S the last observation goes out again, same stamps. Readers that had it
+        drop it as not newer (policy, teleop); the task state is not repeated (it counts steps)."""
         while not self.stopping:
             self.run_sim_calls()
             if self.steps_requested.acquire(timeout=0.01):
                 self.publish(self.driver.step_control())
+            elif self.last_observation and time.monotonic() - self.observed_at > RESEND_S:
+                self.resends += 1
+                self.publish(self.last_observation)
 
     def realtime_loop(self) -> None:
         """Keep sim time in pace with the wall clock, publishing samples as they come due."""
@@ -177,6 +188,9 @@ class SimRobotNode(RobotRLNode):
 
     # -- publishing -----------------------------------------------------------------------------
     def publish(self, samples: list[Sample]) -> None:
+        if self.lockstep:
+            self.last_observation = [s for s in samples if s.kind != "task_state"] or self.last_observation
+            self.observed_at = time.monotonic()
         for s in samples:
             if s.kind == "joint_state":
                 pos, vel, eff = s.value
@@ -197,6 +211,7 @@ class SimRobotNode(RobotRLNode):
     def diagnostics(self):
         values = self.driver.diagnostics()
         values["behind_events"] = self.behind_events
+        values["resent_observations"] = self.resends
         holding = values["holding"] == "true"
         return (WARN if values["estop_active"] == "true" else OK), ("holding" if holding else "tracking command"), values
 
