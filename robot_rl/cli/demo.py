@@ -31,7 +31,7 @@ class DemoBudget:
     eval_parallel: int = 2  # graphs side by side: ~1.6x the evaluation episodes per minute on 2 cores
 
 
-# ~17 min on 2 cores: lockstep collection makes 100 demonstrations a 2-minute stage. Evaluations get
+# ~17.5 min on 2 cores (+ the venv): lockstep collection makes 100 demonstrations a 2-minute stage. Evaluations get
 # the minutes fine-tuning does not need: in-process studies (docs/residual_rl.md) gain as much by 5k-10k
 # env steps as by 18k, while a 30-episode evaluation cannot tell a 15 -> 28 % gain from chance.
 QUICK = DemoBudget(demos=100, base_steps=1000, eval_episodes=80, finetune_minutes=6.0)

@@ -20,6 +20,7 @@ from robot_rl.sim.driver import Sample, SimDriver
 
 RESEND_S = 1.0  # lockstep: the last observation goes out again after this long without a command
 
+
 class SimRobotNode(RobotRLNode):
     def __init__(self):
         super().__init__("sim_robot", "sim_robot_node")
