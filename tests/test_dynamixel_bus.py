@@ -319,6 +319,19 @@ def test_servo_that_stops_answering_makes_the_arm_hold_and_is_named(emu):
         arm.disconnect()
 
 
+def test_disconnect_turns_torque_off_on_every_servo_that_answers(emu, caplog):
+    """A silent servo (or one missed status packet) must not leave the rest of the arm torqued."""
+    arm = FollowerArm(make_profile(emu.port))
+    arm.connect()
+    run_cycles(arm, 0.2)
+    assert all(emu.torque(i) for i in IDS)
+    emu.set_answering(2, False)
+    with caplog.at_level("WARNING"):
+        arm.disconnect()
+    assert [i for i in IDS if emu.torque(i)] == [2]  # only the silent one (a real one keeps its torque)
+    assert "torque may still be on for follower arm servo id 2 (shoulder) (the others are off)" in caplog.text
+
+
 def test_unplugged_adapter_raises_port_lost(emu):
     arm = FollowerArm(make_profile(emu.port))
     arm.connect()

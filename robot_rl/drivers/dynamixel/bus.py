@@ -20,6 +20,7 @@ from robot_rl.drivers.dynamixel import protocol as p
 from robot_rl.drivers.dynamixel.mapping import JointMap
 
 SCAN_BAUDS = [1_000_000, 57_600, 115_200, 2_000_000, 3_000_000, 4_000_000]
+TORQUE_OFF_ATTEMPTS = 3
 _STATE = (p.PRESENT_CURRENT[0], p.PRESENT_POSITION[0] + 4 - p.PRESENT_CURRENT[0])  # current..position: 10 bytes
 _IO_ERRORS = (serial.SerialException, OSError, termios.error)
 
@@ -194,8 +195,26 @@ class DynamixelBus:
                            f"{self.packet.getRxPacketError(error)}")
 
     def set_torque(self, on: bool) -> None:
+        """Torque on stops at the first servo that fails (connect reports it). Torque off tries every
+        servo, each up to TORQUE_OFF_ATTEMPTS times: one missed status packet must not leave the rest
+        of the arm torqued. The servos that never confirmed are named at the end."""
+        if on:
+            for i in self.ids:
+                self._write(i, p.TORQUE_ENABLE, 1)
+            return
+        failed: dict[int, BusError] = {}
         for i in self.ids:
-            self._write(i, p.TORQUE_ENABLE, int(on))
+            for _ in range(TORQUE_OFF_ATTEMPTS):
+                try:
+                    self._write(i, p.TORQUE_ENABLE, 0)
+                    failed.pop(i, None)
+                    break
+                except BusError as e:
+                    failed[i] = e
+        if failed:
+            ids = list(failed)
+            raise ServosNotAnswering(f"torque may still be on for {self.role} arm servo {self.map.describe(ids)} "
+                                     f"(the others are off): {failed[ids[0]]}", ids)
 
     def torque_on_in_place(self) -> np.ndarray:
         """Goal := present position, then torque on: enabling torque never moves the arm. Returns ticks."""
