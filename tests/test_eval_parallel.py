@@ -23,6 +23,15 @@ def _ours(marker: str) -> list[str]:
             and "pytest" not in line and " ps " not in line]
 
 
+def _until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def test_episodes_are_shared_out_in_graph_order():
     assert shares(7, 2) == [4, 3] and shares(60, 2) == [30, 30] and shares(3, 3) == [1, 1, 1]
 
@@ -31,10 +40,13 @@ def test_episodes_are_shared_out_in_graph_order():
 def test_two_graphs_side_by_side_merge_into_one_evaluation(tmp_path, ros_domain):
     base = tiny_checkpoints(tmp_path / "base", PROFILE)["bc"]
     out, log = tmp_path / "eval.json", tmp_path / "graph.log"
-    argv = [sys.executable, "-m", "robot_rl.cli.main", "eval", "--checkpoint", str(base), "--episodes", "3",
-            "--max-steps", "15", "--parallel", "2", "--seed", "500", "--drift", "waist=0.05",
-            "--out", str(out), "--log", str(log)]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=240)
+
+    def eval_argv(episodes: int, out, log) -> list[str]:
+        return [sys.executable, "-m", "robot_rl.cli.main", "eval", "--checkpoint", str(base), "--episodes",
+                str(episodes), "--max-steps", "15", "--parallel", "2", "--seed", "500", "--drift", "waist=0.05",
+                "--out", str(out), "--log", str(log)]
+
+    result = subprocess.run(eval_argv(3, out, log), capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f"ROS domains {ros_domain}, {ros_domain + 1}" in result.stdout
     summary = json.loads(out.read_text())["summary"]
@@ -43,20 +55,16 @@ def test_two_graphs_side_by_side_merge_into_one_evaluation(tmp_path, ros_domain)
     assert len(json.loads(out.read_text())["results"]) == 3
     second = log.with_name("graph.graph1.log")  # each graph's nodes log to their own file
     assert "waist drifted by +0.05" in log.read_text() and "waist drifted by +0.05" in second.read_text()
-    time.sleep(1.0)
-    assert _ours(str(tmp_path)) == []
+    assert _until(lambda: _ours(str(tmp_path)) == [], timeout=10), _ours(str(tmp_path))
 
-    # interrupted while both graphs start up: exit 130, every graph stopped
-    proc = subprocess.Popen([*argv[:-4], "--out", str(tmp_path / "x.json"), "--log", str(tmp_path / "x.log")],
+    # interrupted once both graphs are up: exit 130, every graph stopped
+    logs = [tmp_path / "x.log", tmp_path / "x.graph1.log"]
+    proc = subprocess.Popen(eval_argv(40, tmp_path / "x.json", logs[0]),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    for line in proc.stdout:
-        if "graphs side by side" in line:
-            break
-    time.sleep(4.0)
+    assert _until(lambda: all(f.exists() and "sim robot up" in f.read_text() for f in logs), timeout=120)
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, rest[-3000:]
-    time.sleep(1.0)
-    assert _ours(str(tmp_path)) == [], rest[-2000:]
+    assert _until(lambda: _ours(str(tmp_path)) == [], timeout=10), _ours(str(tmp_path))
     assert not (tmp_path / "x.json").exists()

@@ -380,11 +380,12 @@ def test_paired_comparison_needs_the_same_layouts(tmp_path: Path):
     write_eval(tmp_path / "b.json", [True] * 18 + [False] * 2 + [True] * 5)
     block = paired(read_eval(tmp_path / "a.json"), read_eval(tmp_path / "b.json"))
     # 18 gained, 2 lost: p = 2 * (C(20,0) + C(20,1) + C(20,2)) / 2**20
-    assert block == {"episodes": 25, "seed": 1000, "gained": 18, "lost": 2, "mcnemar_p": round(422 / 2**20, 4)}
+    assert block == {"episodes": 25, "seed": 1000, "gained": 18, "lost": 2, "mcnemar_p": float(f"{422 / 2**20:.3g}")}
     write_eval(tmp_path / "c.json", [True] * 25, seed=7)  # other layouts: no pairing
     assert paired(read_eval(tmp_path / "a.json"), read_eval(tmp_path / "c.json")) is None
     # same seed, but two graphs side by side (the second on seed + 1): other layouts too
     write_eval(tmp_path / "d.json", [True] * 25, parallel=2)
     assert paired(read_eval(tmp_path / "a.json"), read_eval(tmp_path / "d.json")) is None
     write_eval(tmp_path / "e.json", [False] * 25, parallel=2)
-    assert paired(read_eval(tmp_path / "e.json"), read_eval(tmp_path / "d.json"))["gained"] == 25
+    block = paired(read_eval(tmp_path / "e.json"), read_eval(tmp_path / "d.json"))
+    assert block["gained"] == 25 and block["mcnemar_p"] == float(f"{2 / 2**25:.3g}") > 0  # not rounded to 0

@@ -116,7 +116,8 @@ def paired(base: EvalResult | None, final: EvalResult | None) -> dict | None:
     lost = sum(b and not f for b, f in zip(base.outcomes, final.outcomes))
     n = gained + lost
     p = min(1.0, 2 * sum(math.comb(n, k) for k in range(min(gained, lost) + 1)) / 2 ** n) if n else 1.0
-    return {"episodes": len(base.outcomes), "seed": base.seed, "gained": gained, "lost": lost, "mcnemar_p": _r(p)}
+    return {"episodes": len(base.outcomes), "seed": base.seed, "gained": gained, "lost": lost,
+            "mcnemar_p": float(f"{p:.3g}")}  # significant digits: a strong result is not "p = 0"
 
 
 def _last(episodes: list[Episode], source: str) -> dict[str, float]:
