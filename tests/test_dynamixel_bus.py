@@ -20,6 +20,7 @@ from robot_rl.drivers.dynamixel.emulator import ServoChainEmulator
 from robot_rl.drivers.dynamixel.mapping import JointMap
 from robot_rl.drivers.dynamixel.robot import FollowerArm
 from dynamixel_arm import IDS, JOINTS
+from waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 SERVOS = [  # listed out of joint order on purpose: the map sorts by profile joint order
@@ -54,15 +55,6 @@ def bus(emu):
     b.open()
     yield b
     b.close()
-
-
-def wait_until(predicate, timeout=10.0):
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 class CapturePort:

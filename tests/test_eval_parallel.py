@@ -12,6 +12,7 @@ import pytest
 from robot_rl.cli.eval_parallel import shares
 from robot_rl.config import load_profile
 from policy_fixtures import tiny_checkpoints
+from waiting import wait_until
 
 PROFILE = load_profile("sim")
 
@@ -21,15 +22,6 @@ def _ours(marker: str) -> list[str]:
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()[1:]
     return [line for line in out if marker in line and str(os.getpid()) != line.split()[0]
             and "pytest" not in line and " ps " not in line]
-
-
-def _until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def test_episodes_are_shared_out_in_graph_order():
@@ -55,16 +47,16 @@ def test_two_graphs_side_by_side_merge_into_one_evaluation(tmp_path, ros_domain)
     assert len(json.loads(out.read_text())["results"]) == 3
     second = log.with_name("graph.graph1.log")  # each graph's nodes log to their own file
     assert "waist drifted by +0.05" in log.read_text() and "waist drifted by +0.05" in second.read_text()
-    assert _until(lambda: _ours(str(tmp_path)) == [], timeout=10), _ours(str(tmp_path))
+    assert wait_until(lambda: _ours(str(tmp_path)) == [], timeout=10), _ours(str(tmp_path))
 
     # interrupted once both graphs are up: exit 130, every graph stopped
     logs = [tmp_path / "x.log", tmp_path / "x.graph1.log"]
     proc = subprocess.Popen(eval_argv(40, tmp_path / "x.json", logs[0]),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    assert _until(lambda: all(f.exists() and "sim robot up" in f.read_text() for f in logs), timeout=120)
+    assert wait_until(lambda: all(f.exists() and "sim robot up" in f.read_text() for f in logs), timeout=120)
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, rest[-3000:]
-    assert _until(lambda: _ours(str(tmp_path)) == [], timeout=10), _ours(str(tmp_path))
+    assert wait_until(lambda: _ours(str(tmp_path)) == [], timeout=10), _ours(str(tmp_path))
     assert not (tmp_path / "x.json").exists()
