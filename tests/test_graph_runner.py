@@ -120,7 +120,12 @@ class Stuck(RobotRLNode):
     """A real rclpy node whose {where} never returns."""
     def __init__(self):
         super().__init__("stuck", "episode_manager_node")
-        print("up", flush=True)
+        self.spinning = False
+        self.create_timer(0.01, self.say_up)  # "up" once spinning: a SIGINT inside __init__ has no node to stop
+    def say_up(self):
+        if not self.spinning:
+            self.spinning = True
+            print("up", flush=True)
     def {method}(self):
         time.sleep(120)
 
