@@ -260,6 +260,21 @@ def test_clock_sync_tracks_offset_through_wrap_drift_and_jitter():
     assert np.percentile(raw_error, 99) > 5 * np.percentile(np.abs(settled), 99)  # it really did remove jitter
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_clock_sync_stamps_bursts_strictly_increasing_and_never_after_receipt(seed):
+    """As the driver calls it: every read's frames in one batch, the whole burst under one receive
+    time (a refit of the line inside a burst may push its earlier frames against that cap)."""
+    capture, device_us, receive, _ = synthetic_link(seconds=8.0, seed=seed)
+    sync = ClockSync()
+    stamps: list[float] = []
+    for h in np.unique(receive):
+        burst = receive == h
+        stamps += sync.stamp_batch([int(t) for t in device_us[burst]], float(h))
+    stamps = np.array(stamps)
+    assert np.all(stamps <= receive + 1e-9), "a stamp after its receive time"
+    assert np.all(np.diff(stamps) > 0), np.flatnonzero(np.diff(stamps) <= 0)[:10]
+
+
 def test_clock_sync_restarts_on_device_reset_and_follows_a_clock_step():
     capture, device_us, receive, min_delay = synthetic_link(seconds=6.0, drift_ppm=0.0)
     sync = ClockSync()

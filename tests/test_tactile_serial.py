@@ -92,6 +92,40 @@ def test_delivers_every_frame_at_1khz(emulator, reader):
     assert d["frames"] == len(reader.samples) and d["crc_errors"] == 0
 
 
+class PreemptedClock:
+    """`time` as the driver sees it, on a busy host: one wall-clock read in 20 is cut off from the
+    monotonic read next to it by a 3 ms pause, as when the scheduler runs another thread between the
+    two (on demand only by forcing it; the port, emulator and driver are real)."""
+
+    def __init__(self):
+        self.rng = np.random.default_rng(0)
+        self.pauses = 0
+
+    def time(self) -> float:
+        if self.rng.random() < 0.05:
+            self.pauses += 1
+            time.sleep(0.003)
+        return time.time()
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+def test_stamps_stay_in_order_when_clock_reads_are_preempted(emulator, monkeypatch):
+    from robot_rl.drivers.tactile import serial_driver
+
+    clock = PreemptedClock()
+    monkeypatch.setattr(serial_driver, "time", clock)
+    reader = Reader(emulator.path)
+    try:
+        assert reader.wait(lambda: len(reader.samples) >= 1500), reader.driver.last_error
+    finally:
+        reader.stop()
+    stamps = np.array([s.stamp for s in reader.samples])
+    assert clock.pauses > 10
+    assert np.all(np.diff(stamps) > 0), f"{np.sum(np.diff(stamps) <= 0)} stamps out of order"
+
+
 def test_garbage_flipped_bits_and_truncated_frames_are_survived_and_counted(emulator, reader):
     assert reader.wait(lambda: len(reader.samples) > 100), reader.driver.last_error
     for _ in range(5):

@@ -20,6 +20,19 @@ from robot_rl.drivers.tactile.clock import ClockSync
 from robot_rl.drivers.tactile.protocol import CMD_SET_RATE, CMD_START, FrameParser, encode_command
 
 log = logging.getLogger(__name__)
+WALL_STEP_S = 1e-3  # a wall-clock change against the monotonic clock this large is a step to follow
+
+
+def wall_minus_monotonic(tries: int = 5) -> float:
+    """The wall clock's offset from the monotonic one, read between two monotonic reads that lie
+    close together (a read the scheduler cut in two would be off by the pause)."""
+    for _ in range(tries):
+        before = time.monotonic()
+        wall = time.time()
+        after = time.monotonic()
+        if after - before < 1e-4:
+            break
+    return wall - 0.5 * (before + after)
 
 
 class TactileError(RuntimeError):
@@ -131,10 +144,17 @@ class SerialTactileDriver:
         parser, clock, shape = self.parser, self.clock, self.shape
         last_valid = time.monotonic()
         bytes_at_valid = parser.stats.bytes
+        # Stamps are estimated on the monotonic clock and published on the wall clock. One offset per
+        # stream, following only a real step of the wall clock: re-reading it for every read let a
+        # thread preempted between the two clock reads shift one read's stamps by milliseconds, out
+        # of order with the next read's.
+        wall_offset = wall_minus_monotonic()
         while not should_stop():
             data = port.read(port.in_waiting or 1)
             now = time.monotonic()
-            wall_offset = time.time() - now  # stamps are on the wall clock, estimated on the monotonic one
+            offset = wall_minus_monotonic()
+            if abs(offset - wall_offset) > WALL_STEP_S:
+                wall_offset = offset
             if data:
                 frames = parser.feed(data)
                 if frames:
