@@ -362,7 +362,7 @@ def test_episode_manager_labels_with_the_classifier_through_ros(trained, tmp_pat
                  "policy": {"checkpoint": str(base), "tick": "observation"},
                  "rollout_recorder": {"store": str(store), "mode": "rollout", "base_checkpoint": str(base)},
                  "episode_manager": {"label": "classifier", "reward_checkpoint": str(trained["dir"]),
-                                     "episodes": "2", "max_steps": "12"}}
+                                     "episodes": "2", "max_steps": "12", "await_listeners": "1"}}
     runner = GraphRunner(PROFILE, mode="finetune", only=["sim_robot", "policy", "rollout_recorder", "episode_manager"],
                          out=None, overrides=overrides).start()
     try:

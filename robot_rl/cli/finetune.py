@@ -108,6 +108,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         node_named(profile, "recorder_node"): {"store": store, "mode": "rollout", "base_checkpoint": base},
         node_named(profile, "episode_manager_node"): {
             "episodes": str(args.episodes), "max_steps": str(args.max_steps),
+            "await_listeners": str(1 + has_operator(profile)),  # this command's client (+ the teleop node)
             **({"await_operator": "true"} if has_operator(profile) else {}),
             **({"label": "classifier", "reward_checkpoint": str(args.reward.resolve())} if args.reward else {})},
         node_named(profile, "learner_node"): {"store": store, "base_checkpoint": base, "preset": args.preset,

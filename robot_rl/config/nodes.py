@@ -142,9 +142,13 @@ class EpisodeManagerParams:
     # HIL: no episode starts before the operator's teleop node is heard on /teleop/intervening (a
     # loaded machine can bring it up after the first episode would have ended without its help)
     await_operator: bool = False
+    # no episode before this many subscriptions to /episode/events have matched (a session client that
+    # counts episodes, e.g. robot-rl finetune's): a lockstep episode can end before discovery is done
+    await_listeners: int = 0
 
     def validate(self) -> None:
         check(self.episodes >= 0, f"must be >= 0, got {self.episodes}", "episodes")
+        check(self.await_listeners >= 0, f"must be >= 0, got {self.await_listeners}", "await_listeners")
         check(self.max_steps > 0, f"must be positive, got {self.max_steps}", "max_steps")
         check(self.step_timeout_s > 0, f"must be positive, got {self.step_timeout_s}", "step_timeout_s")
         check(self.label != "classifier" or bool(self.reward_checkpoint),

@@ -33,6 +33,9 @@ class ServiceError(RuntimeError):
     pass
 
 
+LISTENER_PATIENCE_S = 30.0
+
+
 class EpisodeManagerNode(RobotRLNode):
     def __init__(self):
         super().__init__("episode_manager", "episode_manager_node")
@@ -201,7 +204,20 @@ class EpisodeManagerNode(RobotRLNode):
                 note_at += 10.0
         self.wait(1.0)
 
+    def await_listeners(self, wanted: int, patience_s: float = LISTENER_PATIENCE_S) -> None:
+        """Every episode's events reach the session's client: a lost episode_done is a lost episode in
+        its count and report. After `patience_s` the session starts anyway, with a warning."""
+        start = time.monotonic()
+        while self.wait(0.1) and self.events.get_subscription_count() < wanted:
+            if time.monotonic() - start > patience_s:
+                self.get_logger().warning(
+                    f"{self.events.get_subscription_count()} of {wanted} listeners on {topics.EPISODE_EVENTS} after "
+                    f"{patience_s:.0f} s; starting anyway (they may miss the first episodes' events)")
+                return
+
     def run_session(self) -> None:
+        if self.params.await_listeners:
+            self.await_listeners(self.params.await_listeners)
         if self.params.await_operator:
             self.await_operator()
         target = self.params.episodes
