@@ -1,5 +1,6 @@
 """Teleop: device key/axis mappings, and the expert device driving the sim through the ROS graph."""
 import json
+import time
 import types
 
 import numpy as np
@@ -14,6 +15,7 @@ from robot_rl.drivers.teleop.registry import make_device
 from robot_rl.drivers.teleop.spacemouse import SpaceMouseDevice
 from robot_rl.ros import qos, topics
 from robot_rl.ros.graph import GraphRunner
+from waiting import wait_until
 
 PROFILE = load_profile("sim")
 HOME = np.array([j.home for j in PROFILE.robot.joints])
@@ -110,3 +112,56 @@ def test_missing_teleop_device_is_retried_not_a_crash_loop(probe, tmp_path):
         assert not runner.poll(), "the teleop node must keep retrying, not exit"
     finally:
         runner.stop()
+
+
+@pytest.mark.timeout(180)
+def test_an_expert_teleop_that_missed_the_start_event_still_acts(probe, tmp_path):
+    """The sim expert waits for the recorder's start before it moves. A teleop node that comes up (or
+    matches) after that event - a loaded machine; CI once saw a whole episode without its help -
+    learns that the recorder is recording from the latched /recorder/recording."""
+    import threading
+
+    from std_srvs.srv import Trigger
+
+    from robot_rl.ros import convert
+
+    probe.watch(topics.TELEOP_INTERVENING, Bool, qos.RELIABLE)
+    store = str(tmp_path / "demos.zarr")
+    graph = GraphRunner(PROFILE, mode="collect", only=["sim_robot", "recorder"], out=None,
+                        overrides={"recorder": {"store": store}}).start()
+    operator = None
+    holding = threading.Event()
+    pub = probe.node.create_publisher(JointState, topics.ROBOT_COMMAND, qos.COMMAND)
+
+    def hold():  # a command stream, so that the recorder (teleop mode, on a timer) may start
+        while not holding.wait(1.0 / 30):
+            pub.publish(convert.joint_state_msg(PROFILE.robot.joint_names, list(HOME), stamp=time.time()))
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    try:
+        start = probe.node.create_client(Trigger, topics.RECORDER_START)
+
+        answers = []
+        deadline = time.monotonic() + 60
+        while not (answers and answers[-1].success) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            if start.service_is_ready():
+                future = start.call_async(Trigger.Request())
+                if wait_until(future.done, timeout=5):
+                    answers.append(future.result())
+        assert answers and answers[-1].success, ([a.message for a in answers[-3:]], graph.log("recorder"))
+        holding.set()
+        holder.join()
+        operator = GraphRunner(PROFILE, mode="collect", only=["teleop"], out=None).start()
+
+        def acting() -> bool:
+            latest = probe.latest(topics.TELEOP_INTERVENING)
+            return latest is not None and latest.msg.data is True
+
+        assert probe.wait_for(acting, timeout=60), operator.log("teleop")
+    finally:
+        holding.set()
+        if operator is not None:
+            assert operator.stop() == 0
+        assert graph.stop() == 0

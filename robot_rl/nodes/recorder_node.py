@@ -28,6 +28,9 @@ from robot_rl.ros.streams import subscribe_observations
 RECORDER_BUFFER_S = 1.0
 
 
+RECORDING_CHANGES = ("start", "commit", "discard", "lost")
+
+
 class RecorderNode(RobotRLNode):
     def __init__(self):
         super().__init__("recorder", "recorder_node")
@@ -73,6 +76,9 @@ class RecorderNode(RobotRLNode):
                                      lambda m: self.on_command(CHUNK_PHASE, m, [CHUNK_PHASE]), qos.RECORDING)
         self.create_subscription(Bool, topics.TELEOP_INTERVENING, self.on_intervening, qos.RELIABLE)
         self.events = self.create_publisher(String, topics.EPISODE_EVENTS, qos.RELIABLE)
+        # the recording state, latched: a node that matches after an episode's start event still learns it
+        self.recording_pub = self.create_publisher(Bool, topics.RECORDER_RECORDING, qos.LATCHED)
+        self.recording_pub.publish(Bool(data=False))
         self.create_service(Trigger, topics.RECORDER_START, self.on_start)
         self.create_service(Trigger, topics.RECORDER_STOP, self.on_stop)
         self.create_service(Trigger, topics.RECORDER_DISCARD, self.on_discard)
@@ -103,6 +109,8 @@ class RecorderNode(RobotRLNode):
     def emit(self, event: str, **info) -> None:
         self.last_event = event
         payload = {"event": event, "stamp": time.time(), "episode": self.store.n_episodes, **info}
+        if event in RECORDING_CHANGES:  # the state first: whoever heard the event can rely on it
+            self.recording_pub.publish(Bool(data=event == "start"))
         self.events.publish(String(data=json.dumps(payload)))
 
     def on_start(self, request, response):

@@ -11,6 +11,7 @@ POLICY_RESIDUAL = "/policy/residual"
 POLICY_CHUNK_PHASE = "/policy/chunk_phase"  # JointState, name ["chunk_phase"]: the action's index in the base chunk
 LEARNER_WEIGHTS = "/learner/residual_weights"
 EPISODE_EVENTS = "/episode/events"
+RECORDER_RECORDING = "/recorder/recording"  # std_msgs/Bool, latched: whether an episode is being recorded
 DIAGNOSTICS = "/diagnostics"
 SIM_TASK_STATE = "/sim/task_state"  # privileged sim state (JSON) for the scripted expert and evaluation
 CLOCK = "/clock"
