@@ -143,14 +143,15 @@ def test_an_expert_teleop_that_missed_the_start_event_still_acts(probe, tmp_path
         start = probe.node.create_client(Trigger, topics.RECORDER_START)
 
         answers = []
-        deadline = time.monotonic() + 60
-        while not (answers and answers[-1].success) and time.monotonic() < deadline:
-            time.sleep(0.5)
+
+        def started() -> bool:  # refused until the sim's streams and the command stream are fresh
             if start.service_is_ready():
                 future = start.call_async(Trigger.Request())
                 if wait_until(future.done, timeout=5):
                     answers.append(future.result())
-        assert answers and answers[-1].success, ([a.message for a in answers[-3:]], graph.log("recorder"))
+            return bool(answers) and answers[-1].success
+
+        assert wait_until(started, timeout=60, interval=0.5), ([a.message for a in answers[-3:]], graph.log("recorder"))
         holding.set()
         holder.join()
         operator = GraphRunner(PROFILE, mode="collect", only=["teleop"], out=None).start()
