@@ -71,7 +71,7 @@ class TeleopNode(RobotRLNode):
         self.create_subscription(String, topics.EPISODE_EVENTS, self.on_episode_event, qos.RELIABLE)
         # latched: a teleop node whose event subscription matched after an episode's start (a loaded
         # machine) still learns that it is recording, instead of holding through the whole episode
-        self.create_subscription(Bool, topics.RECORDER_RECORDING, self.on_recording, qos.LATCHED)
+        self.create_subscription(Bool, topics.RECORDER_RECORDING, lambda m: self.set_recording(m.data), qos.LATCHED)
         self.status = StatusLine(self.params.device) if sys.stderr.isatty() else None
         if self.status is not None:
             self.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self.status.on_diagnostics, qos.RELIABLE)
@@ -140,13 +140,13 @@ class TeleopNode(RobotRLNode):
         if self.status is not None:
             self.status.last_event = event
         if event == START:
-            self.on_recording(Bool(data=True))
+            self.set_recording(True)
         elif event in ("commit", DISCARD, "lost"):
-            self.on_recording(Bool(data=False))
+            self.set_recording(False)
 
-    def on_recording(self, msg: Bool) -> None:
-        was, self.recording = self.recording, msg.data
-        if self.recording and not was:
+    def set_recording(self, recording: bool) -> None:
+        was, self.recording = self.recording, recording
+        if recording and not was:
             self.tick_on_step()  # lockstep: the episode's first step waits for this node's command
 
     def waiting_for_recorder(self) -> bool:
