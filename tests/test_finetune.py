@@ -236,3 +236,45 @@ def test_finetune_bad_inputs_are_refused_before_anything_starts(tmp_path, capsys
     assert main(["finetune", "--base", str(base), "--store", str(store), "--drift", "hip=0.1", *common]) == 2
     assert "--drift" in (err := capsys.readouterr().err) and "hip=0.1" in err and "waist" in err
     assert not (tmp_path / "run" / "graph.log").exists()
+
+
+@pytest.mark.timeout(180)
+def test_a_session_client_that_subscribes_late_still_hears_every_episode(tmp_path, probe):
+    """With `await_listeners` (what robot-rl finetune sets) no episode starts before the session's
+    client listens on /episode/events: a 12-step lockstep episode can be over before discovery.
+    The client here subscribes only once the store has an episode or 15 s have passed."""
+    from std_msgs.msg import String
+
+    from robot_rl.ros import qos
+    from robot_rl.ros.graph import GraphRunner
+    from waiting import wait_until
+
+    base = tiny_checkpoints(tmp_path / "base", PROFILE)["bc"]
+    store = tmp_path / "rollouts.zarr"
+    overrides = {"sim_robot": {"clock": "lockstep"},
+                 "policy": {"checkpoint": str(base), "tick": "observation"},
+                 "rollout_recorder": {"store": str(store), "mode": "rollout", "base_checkpoint": str(base)},
+                 "episode_manager": {"episodes": "2", "max_steps": "12", "await_listeners": "1"}}
+    runner = GraphRunner(PROFILE, mode="finetune", only=["sim_robot", "policy", "rollout_recorder", "episode_manager"],
+                         out=None, overrides=overrides).start()
+    try:
+        def committed() -> int:
+            try:
+                with Store.open(store) as s:
+                    return s.n_episodes
+            except Exception:  # noqa: BLE001 - not created yet
+                return 0
+
+        wait_until(lambda: committed() > 0 or runner.poll(), timeout=15, interval=0.2)
+        assert committed() == 0, "an episode ran before anyone listened to the session's events"
+        probe.watch(topics.EPISODE_EVENTS, String, qos.RELIABLE)
+
+        def events(kind):
+            return [e for e in (json.loads(a.msg.data) for a in probe.arrivals[topics.EPISODE_EVENTS])
+                    if e["event"] == kind]
+
+        assert probe.wait_for(lambda: events("session_done") or runner.first_exit is not None, 120), \
+            runner.log("episode_manager")
+        assert [e["index"] for e in events("episode_done")] == [0, 1]
+    finally:
+        assert runner.stop() == 0

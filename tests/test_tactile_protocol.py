@@ -262,8 +262,7 @@ def test_clock_sync_tracks_offset_through_wrap_drift_and_jitter():
 
 @pytest.mark.parametrize("seed", range(4))
 def test_clock_sync_stamps_bursts_strictly_increasing_and_never_after_receipt(seed):
-    """As the driver calls it: every read's frames in one batch, the whole burst under one receive
-    time (a refit of the line inside a burst may push its earlier frames against that cap)."""
+    """As the driver calls it: every read's frames in one batch under one receive time."""
     capture, device_us, receive, _ = synthetic_link(seconds=8.0, seed=seed)
     sync = ClockSync()
     stamps: list[float] = []

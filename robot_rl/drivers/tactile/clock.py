@@ -14,9 +14,6 @@ from collections import deque
 from robot_rl.drivers.tactile.protocol import TIME_MOD
 
 
-STEP_S = 1e-6  # the least spacing of two stamps
-
-
 class ClockSync:
     """`stamp(t_us, host_receive) -> host time of capture` (host clock in seconds, any epoch)."""
 
@@ -52,12 +49,9 @@ class ClockSync:
         so the earlier frames of a burst benefit from the latest (least delayed) one."""
         devs = [self._observe(t, host) for t in t_us]
         out = []
-        for i, dev in enumerate(devs):
-            # Never later than the receive time, strictly increasing as long as that allows. The cap
-            # leaves 1 µs per later frame of the burst: a refit of the line inside a burst can put
-            # several of its frames above `host`, and one shared cap would give them equal stamps.
-            cap = host - (len(devs) - 1 - i) * STEP_S
-            stamp = min(max(self._off0 + dev + self._a + self._b * dev, self._last_stamp + STEP_S), cap)
+        for dev in devs:
+            # never later than the receive time; strictly increasing as long as that allows
+            stamp = min(max(self._off0 + dev + self._a + self._b * dev, self._last_stamp + 1e-6), host)
             self._last_stamp = stamp
             out.append(stamp)
         return out
