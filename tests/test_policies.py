@@ -257,3 +257,27 @@ def test_exact_resume(store, tmp_path):
     for i in sa:
         torch.testing.assert_close(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"], rtol=0, atol=0)
     assert done.sha256 == checkpoint_hash(tmp_path / "whole" / "final")
+
+
+@pytest.mark.parametrize("policy", ["bc", "diffusion"])
+def test_training_on_a_gpu_matches_the_cpu(store, tmp_path, capsys, policy):
+    """Batches and augmentations come from the CPU RNGs on either device, so a few steps on a GPU
+    land where the CPU run does (up to float rounding). Without a GPU: asking for one is bad input."""
+    if not torch.cuda.is_available():
+        code, err = train_cli(capsys, "--store", store, "--policy", policy, "--out", tmp_path / "r", "--device", "cuda")
+        assert code == 2 and "train.device: cuda, but torch sees no GPU" in err
+        assert not (tmp_path / "r").exists()
+        return
+    torch.set_num_threads(1)
+    runs = {}
+    for device in ("cpu", "cuda"):
+        pc, tc = configs(policy, steps=4, log_every=1)
+        runs[device] = Trainer(store, policy, tmp_path / device, policy_cfg=pc, train_cfg=tc, device=device,
+                               log=lambda s: None)
+        runs[device].run(progress=False)
+    assert next(runs["cuda"].model.parameters()).is_cuda
+    sa, sb = runs["cpu"].model.state_dict(), runs["cuda"].model.state_dict()
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k].cpu(), rtol=1e-3, atol=1e-4, msg=k)
+    loaded = load_checkpoint(tmp_path / "cuda" / "final")  # saved as CPU tensors, loads anywhere
+    assert all(not t.is_cuda for t in loaded.weights.values())

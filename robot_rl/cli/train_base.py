@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=float, default=None, help="stop after this much training time (resumable)")
     p.add_argument("--resume", type=Path, default=None, help="run dir or checkpoint to continue exactly")
     p.add_argument("--seed", type=int, default=None, help="overrides train.seed (new runs)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                   help="overrides train.device (auto: the GPU when torch sees one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train_base)
 
@@ -43,7 +45,7 @@ def run_train_base(args: argparse.Namespace) -> int:
         return BAD_INPUT
     try:
         trainer = Trainer(args.store, args.policy, args.out, config_file=args.config, steps=args.steps,
-                          minutes=args.minutes, resume=args.resume, seed=args.seed)
+                          minutes=args.minutes, resume=args.resume, seed=args.seed, device=args.device)
     except (*INPUT_ERRORS, StoreError) as e:
         print(f"robot-rl train-base: error: {e}", file=sys.stderr)
         return BAD_INPUT
@@ -52,7 +54,7 @@ def run_train_base(args: argparse.Namespace) -> int:
     print(f"== train-base: {trainer.policy} on {len(d.episodes)} episodes ({len(d.train_episodes)} train / "
           f"{len(d.val_episodes)} val, {d.n_steps} steps) of {args.store}; obs {', '.join(d.obs_keys)}; "
           f"{sum(p.numel() for p in trainer.model.parameters()) / 1e6:.2f} M params; "
-          f"{trainer.tcfg.steps} steps of batch {trainer.tcfg.batch_size} -> {args.out}")
+          f"{trainer.tcfg.steps} steps of batch {trainer.tcfg.batch_size} on {trainer.device} -> {args.out}")
     result = trainer.run(progress=not args.no_progress)
     print(result.summary(trainer.policy))
     return 0

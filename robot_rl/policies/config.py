@@ -111,6 +111,7 @@ class TrainConfig:
     sources: list[str] = field(default_factory=lambda: ["demo"])
     max_episodes: int = 0  # use only the first N selected episodes (0 = all): demo-count studies
     num_threads: int = 2
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: the GPU when torch sees one
 
     def validate(self) -> None:
         check(self.steps >= 1, "must be at least 1", "steps")

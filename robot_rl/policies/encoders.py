@@ -108,12 +108,13 @@ class ImageEncoder(nn.Module):
         if (ch, cw) == self.size:
             return x
         H, W = self.size
-        if self.training:  # independent random crop per image (torch's global RNG: saved on resume)
-            oy = torch.randint(0, H - ch + 1, (x.shape[0],))
-            ox = torch.randint(0, W - cw + 1, (x.shape[0],))
-            rows = (oy[:, None] + torch.arange(ch))[:, :, None]
-            cols = (ox[:, None] + torch.arange(cw))[:, None, :]
-            batch = torch.arange(x.shape[0])[:, None, None]
+        if self.training:  # independent random crop per image (torch's CPU RNG even on a GPU: saved on resume)
+            dev = x.device
+            oy = torch.randint(0, H - ch + 1, (x.shape[0],)).to(dev)
+            ox = torch.randint(0, W - cw + 1, (x.shape[0],)).to(dev)
+            rows = (oy[:, None] + torch.arange(ch, device=dev))[:, :, None]
+            cols = (ox[:, None] + torch.arange(cw, device=dev))[:, None, :]
+            batch = torch.arange(x.shape[0], device=dev)[:, None, None]
             return x.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
         top, left = (H - ch) // 2, (W - cw) // 2
         return x[:, :, top:top + ch, left:left + cw]

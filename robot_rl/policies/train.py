@@ -72,7 +72,8 @@ def lr_at(step: int, cfg) -> float:
 class Trainer:
     def __init__(self, store: str | Path, policy: str, out: str | Path, *, config_file: str | Path | None = None,
                  policy_cfg=None, train_cfg=None, steps: int | None = None, minutes: float | None = None,
-                 resume: str | Path | None = None, seed: int | None = None, log: Callable[[str], None] = print):
+                 resume: str | Path | None = None, seed: int | None = None, device: str | None = None,
+                 log: Callable[[str], None] = print):
         """Checks everything (may raise ConfigError / SpecError / DatasetError / StoreError)."""
         self.out, self.minutes, self.log = Path(out), minutes, log
         resumed = None
@@ -92,6 +93,8 @@ class Trainer:
             train_cfg = replace(train_cfg, steps=int(steps))
         if seed is not None and resumed is None:
             train_cfg = replace(train_cfg, seed=int(seed))
+        if device is not None:  # a resumed run may move between machines
+            train_cfg = replace(train_cfg, device=device)
         from_dict(type(train_cfg), to_dict(train_cfg), "train")  # re-validate overrides
         if resumed is None and any((self.out / d).exists() for d in ("final", "checkpoints")):
             raise ConfigError(f"{self.out} already holds a training run; resume it with --resume {self.out} "
@@ -107,8 +110,9 @@ class Trainer:
         if resumed is not None and resumed.training.get("data_hash") != self.data.data_hash:
             log(f"warning: the store's rows for episodes {episodes[:3]}... changed since {resumed.path}; "
                 "the resumed run will not match an uninterrupted one")
+        self.device = pick_device(train_cfg.device)
         torch.manual_seed(train_cfg.seed)
-        self.model = policy_classes(policy)[2](policy_cfg, self.spec, self.stats)
+        self.model = policy_classes(policy)[2](policy_cfg, self.spec, self.stats).to(self.device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
         self.ema = EMA(self.model, train_cfg.ema_power, train_cfg.ema_max_decay) if train_cfg.ema else None
         self.rng = np.random.default_rng(train_cfg.seed)
@@ -131,7 +135,7 @@ class Trainer:
             torch.manual_seed(self.tcfg.seed + 1)
             rng = np.random.default_rng(self.tcfg.seed + 1)  # the same windows every time
             for _ in range(self.tcfg.val_batches):
-                batch = self.data.sample(self.tcfg.batch_size, rng, "val")
+                batch = self._on_device(self.data.sample(self.tcfg.batch_size, rng, "val"))
                 feats, target = model.encode(batch), model.normalized_actions(batch)
                 losses.append(float(model.head_loss(feats, target)))
                 pred = model.sample(feats, generator=torch.Generator().manual_seed(0))
@@ -139,10 +143,16 @@ class Trainer:
         model.train(was_training)
         return {"val_loss": float(np.mean(losses)), "val_action_mse": float(np.mean(errors))}
 
+    def _on_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.device.type == "cpu":
+            return batch
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
     def save(self, path: Path, elapsed: float, val: dict) -> Path:
         meta, tensors = train_state.capture(self.step, self.model, self.opt, self.ema, self.rng,
                                             {"train_config": to_dict(self.tcfg), "elapsed_s": elapsed})
-        weights = (self.ema.model if self.ema else self.model).state_dict()
+        tensors = {k: v.detach().cpu() for k, v in tensors.items()}
+        weights = {k: v.detach().cpu() for k, v in (self.ema.model if self.ema else self.model).state_dict().items()}
         training = {"step": self.step, "elapsed_s": round(elapsed, 2), **self.data.describe(), **val,
                     "train_config": to_dict(self.tcfg)}
         return ckpt_io.save_checkpoint(path, policy=self.policy, config=self.cfg, spec=self.spec, stats=self.stats,
@@ -174,7 +184,7 @@ class Trainer:
                     break
                 for g in self.opt.param_groups:
                     g["lr"] = lr_at(self.step, cfg)
-                loss = self.model.compute_loss(self.data.sample(cfg.batch_size, self.rng))
+                loss = self.model.compute_loss(self._on_device(self.data.sample(cfg.batch_size, self.rng)))
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip:
@@ -224,6 +234,14 @@ class Trainer:
         return TrainResult(out_dir=self.out, checkpoint=path, step=self.step, stopped=stopped, train_loss=train_loss,
                            val=val, elapsed_s=elapsed, steps_this_run=self.step - start_step,
                            sha256=ckpt_io.checkpoint_hash(path), elapsed_run_s=run_s)
+
+
+def pick_device(name: str) -> torch.device:
+    """`train.device`: auto takes the GPU when torch sees one. Batches are drawn and augmented with
+    the CPU RNGs either way, so a GPU run samples the same windows and crops as a CPU run."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: cuda, but torch sees no GPU (use auto or cpu)")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
 def _tensorboard(out: Path):

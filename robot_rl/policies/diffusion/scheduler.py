@@ -28,7 +28,7 @@ class DDIMScheduler:
         self.alphas_cumprod = torch.cumprod(1.0 - make_betas(schedule, timesteps), 0).float()
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        ab = self.alphas_cumprod[t].view(-1, *([1] * (x0.dim() - 1)))
+        ab = self.alphas_cumprod.to(x0.device)[t].view(-1, *([1] * (x0.dim() - 1)))
         return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
     def inference_timesteps(self, steps: int) -> list[int]:
