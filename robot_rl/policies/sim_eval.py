@@ -16,6 +16,7 @@ from collections import deque
 import numpy as np
 
 from robot_rl.data.recording import camera_key, tactile_key
+from robot_rl.sim.scene import CUBE_HALF
 
 
 def observe(robot, profile) -> dict[str, np.ndarray]:
@@ -60,12 +61,39 @@ def run_episode(policy, robot, profile, seed: int, max_steps: int = 150) -> dict
     robot.reset(seed)
     n_sub = max(1, int(round(robot.control_dt / robot.physics_dt)))
     base = OpenLoopChunks(policy, seed)
+    lifted = False
     for step in range(1, max_steps + 1):
         robot.set_target(base.next(observe(robot, profile))[0])
         robot.step_physics(n_sub)
         if robot.success():
-            return {"seed": seed, "success": True, "steps": step}
-    return {"seed": seed, "success": False, "steps": max_steps}
+            return {"seed": seed, "success": True, "steps": step, "outcome": "success"}
+        lifted = lifted or robot.task_state()["cube_pos"][2] > LIFTED_Z
+    return {"seed": seed, "success": False, "steps": max_steps, **failure(robot.task_state(), lifted)}
+
+
+LIFTED_Z = CUBE_HALF + 0.02  # cube centre this high: it was picked up at least once
+
+
+def failure(state: dict, lifted: bool) -> dict:
+    """Why an episode failed, from the final task state: the cube was never picked up, is still
+    held, in the air or not lying flat, or was set down `miss_cm` from the target (success needs <= 2 cm)."""
+    cube, target = np.asarray(state["cube_pos"]), np.asarray(state["target_pos"])
+    miss_cm = round(float(np.hypot(*(cube[:2] - target[:2]))) * 100, 2)
+    if not lifted:
+        outcome = "never_lifted"
+    elif state["grasped"] or cube[2] > CUBE_HALF + 0.004:
+        outcome = "held"
+    else:
+        outcome = "off_target"
+    return {"outcome": outcome, "miss_cm": miss_cm}
+
+
+def outcome_summary(details: list[dict]) -> dict:
+    """Counts per outcome and the set-down misses of off-target failures (cm)."""
+    counts = {k: sum(d["outcome"] == k for d in details) for k in ("success", "never_lifted", "held", "off_target")}
+    misses = sorted(d["miss_cm"] for d in details if d["outcome"] == "off_target")
+    return {"outcomes": counts, "off_target_miss_cm": {"median": float(np.median(misses)), "max": misses[-1]}
+            if misses else {}}
 
 
 def evaluate(policy, profile, episodes: int, seed: int, max_steps: int = 150, progress: bool = False,
@@ -123,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                       "sha256": policy.checkpoint_hash[:12], "episodes": args.episodes, "seed": args.seed,
                       "successes": wins, "rate": round(wins / args.episodes, 3), "wilson95": [round(lo, 3), round(hi, 3)],
                       "mean_steps_success": round(float(np.mean([d["steps"] for d in details if d["success"]] or [0])), 1),
-                      "drift": drift, "wall_s": round(time.monotonic() - t0, 1)}))
+                      **outcome_summary(details), "drift": drift, "wall_s": round(time.monotonic() - t0, 1)}))
     return 0
 
 
