@@ -19,9 +19,11 @@ def test_failures_are_told_apart_by_the_final_state():
     assert failure(state(on_table), lifted=True) == {"outcome": "off_target", "miss_cm": 3.0}
     assert failure(state((0.28, 0.0, 0.1)), lifted=True)["outcome"] == "held"
     assert failure(state(on_table, grasped=True), lifted=True)["outcome"] == "held"
+    assert failure(state((0.6, 0.0, -0.3)), lifted=True)["outcome"] == "off_table"
     details = [{"outcome": "success"}, {"outcome": "off_target", "miss_cm": 3.0},
                {"outcome": "off_target", "miss_cm": 5.0}, {"outcome": "off_target", "miss_cm": 2.5}]
-    assert outcome_summary(details) == {"outcomes": {"success": 1, "never_lifted": 0, "held": 0, "off_target": 3},
+    assert outcome_summary(details) == {"outcomes": {"success": 1, "never_lifted": 0, "held": 0, "off_target": 3,
+                                                     "off_table": 0},
                                         "off_target_miss_cm": {"median": 3.0, "max": 5.0}}
 
 

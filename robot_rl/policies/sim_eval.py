@@ -57,6 +57,10 @@ class OpenLoopChunks:
         return self.queue.pop(0), phase
 
 
+LIFTED_Z = CUBE_HALF + 0.02  # cube centre this high: it was picked up at least once
+OUTCOMES = ("success", "never_lifted", "held", "off_target", "off_table")
+
+
 def run_episode(policy, robot, profile, seed: int, max_steps: int = 150) -> dict:
     robot.reset(seed)
     n_sub = max(1, int(round(robot.control_dt / robot.physics_dt)))
@@ -71,15 +75,15 @@ def run_episode(policy, robot, profile, seed: int, max_steps: int = 150) -> dict
     return {"seed": seed, "success": False, "steps": max_steps, **failure(robot.task_state(), lifted)}
 
 
-LIFTED_Z = CUBE_HALF + 0.02  # cube centre this high: it was picked up at least once
-
-
 def failure(state: dict, lifted: bool) -> dict:
-    """Why an episode failed, from the final task state: the cube was never picked up, is still
-    held, in the air or not lying flat, or was set down `miss_cm` from the target (success needs <= 2 cm)."""
+    """Why an episode failed, from the final task state: the cube fell off the table, was never
+    picked up, is still held, in the air or not lying flat, or was set down `miss_cm` from the target
+    (success needs <= 2 cm)."""
     cube, target = np.asarray(state["cube_pos"]), np.asarray(state["target_pos"])
     miss_cm = round(float(np.hypot(*(cube[:2] - target[:2]))) * 100, 2)
-    if not lifted:
+    if cube[2] < 0:  # below the table top
+        outcome = "off_table"
+    elif not lifted:
         outcome = "never_lifted"
     elif state["grasped"] or cube[2] > CUBE_HALF + 0.004:
         outcome = "held"
@@ -90,7 +94,7 @@ def failure(state: dict, lifted: bool) -> dict:
 
 def outcome_summary(details: list[dict]) -> dict:
     """Counts per outcome and the set-down misses of off-target failures (cm)."""
-    counts = {k: sum(d["outcome"] == k for d in details) for k in ("success", "never_lifted", "held", "off_target")}
+    counts = {k: sum(d["outcome"] == k for d in details) for k in OUTCOMES}
     misses = sorted(d["miss_cm"] for d in details if d["outcome"] == "off_target")
     return {"outcomes": counts, "off_target_miss_cm": {"median": float(np.median(misses)), "max": misses[-1]}
             if misses else {}}
