@@ -20,8 +20,11 @@ class ImageEncoderConfig:
 
     resize: int = 84  # images are resized (antialiased) to resize x resize first; 0 keeps the size
     crop: int = 76  # random crop in training, centre crop at inference; 0 = no crop
-    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])  # ResNet-18: 64..512
-    blocks: list[int] = field(default_factory=lambda: [1, 1, 1, 1])  # ResNet-18: [2, 2, 2, 2]
+    # Three stages (ResNet-18 has four: 64..512, [2, 2, 2, 2]): the keypoint map stays 5x5 at a
+    # 76-pixel crop instead of 3x3; on the sim task BC missed no grasp with it and cost less per step
+    # (docs/policies.md, "Encoder and training length").
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64])
+    blocks: list[int] = field(default_factory=lambda: [1, 1, 1])
     stem_pool: bool = True  # ResNet's 3x3 max-pool after the stem (a quarter of the trunk's cost)
     groups: int = 8  # GroupNorm groups (BatchNorm breaks EMA; diffusion_policy uses GroupNorm too)
     pool: Literal["spatial_softmax", "avg"] = "spatial_softmax"
