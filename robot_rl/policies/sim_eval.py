@@ -71,7 +71,7 @@ def run_episode(policy, robot, profile, seed: int, max_steps: int = 150) -> dict
         robot.step_physics(n_sub)
         if robot.success():
             return {"seed": seed, "success": True, "steps": step, "outcome": "success"}
-        lifted = lifted or robot.task_state()["cube_pos"][2] > LIFTED_Z
+        lifted = lifted or robot.task.cube_pos(robot.data)[2] > LIFTED_Z
     return {"seed": seed, "success": False, "steps": max_steps, **failure(robot.task_state(), lifted)}
 
 

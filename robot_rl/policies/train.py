@@ -96,6 +96,7 @@ class Trainer:
         if device is not None:  # a resumed run may move between machines
             train_cfg = replace(train_cfg, device=device)
         from_dict(type(train_cfg), to_dict(train_cfg), "train")  # re-validate overrides
+        self.device = pick_device(train_cfg.device)  # before the store is loaded: bad input fails fast
         if resumed is None and any((self.out / d).exists() for d in ("final", "checkpoints")):
             raise ConfigError(f"{self.out} already holds a training run; resume it with --resume {self.out} "
                               "or choose another --out")
@@ -110,7 +111,6 @@ class Trainer:
         if resumed is not None and resumed.training.get("data_hash") != self.data.data_hash:
             log(f"warning: the store's rows for episodes {episodes[:3]}... changed since {resumed.path}; "
                 "the resumed run will not match an uninterrupted one")
-        self.device = pick_device(train_cfg.device)
         torch.manual_seed(train_cfg.seed)
         self.model = policy_classes(policy)[2](policy_cfg, self.spec, self.stats).to(self.device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
