@@ -1,8 +1,10 @@
-"""Chunk execution: latency compensation, exhaustion, lead time, temporal ensembling; obs history."""
+"""Chunk execution: latency compensation, exhaustion, lead time, temporal ensembling; obs history;
+the lockstep episode-start gate."""
 import numpy as np
 import pytest
 
 from robot_rl.control.chunking import ChunkExecutor, ObservationHistory
+from robot_rl.control.lockstep import EpisodeStartGate
 
 DT = 0.1
 
@@ -70,3 +72,33 @@ def test_history_pads_with_the_first_observation():
     h.push({"x": np.array([3.0])})
     h.push({"x": np.array([4.0])})
     assert h.window()["x"].ravel().tolist() == [2.0, 3.0, 4.0]
+
+
+def test_an_enable_waits_for_the_first_observation_of_a_new_sim_episode():
+    gate = EpisodeStartGate(enabled_at_start=False)
+    gate.episode_seen(0, 1.0)  # the sim's start-up state
+    gate.enabled()
+    assert not gate.allows(1.0)  # sessions reset first: the start-up state is no episode start
+    assert "episode 0" in gate.waiting_for()
+    gate.episode_seen(1, 1.1)  # reset
+    assert not gate.allows(1.0) and gate.allows(1.1)
+    gate.acting()
+    gate.episode_seen(1, 1.2)  # later task states of the same episode do not move its start
+    assert gate.allows(1.2) and gate.allows(1.3)
+    # the episode ends with an observation (1.4) the policy never acts on; the next enable comes
+    # before the reset's task state: the stale observation must not be acted on
+    gate.enabled()
+    assert not gate.allows(1.4) and not gate.allows(1.5)
+    gate.episode_seen(2, 1.5)
+    assert not gate.allows(1.4) and gate.allows(1.5)
+
+
+def test_a_policy_enabled_from_the_start_acts_at_once_and_later_enables_wait():
+    gate = EpisodeStartGate(enabled_at_start=True)
+    assert gate.allows(0.0)  # no task state yet
+    gate.episode_seen(0, 0.0)
+    gate.acting()
+    gate.enabled()
+    assert not gate.allows(0.3)
+    gate.episode_seen(1, 0.4)
+    assert gate.allows(0.4)

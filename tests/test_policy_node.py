@@ -1,5 +1,6 @@
 """The policy node (real process, lockstep sim) acts exactly like the checkpoint does in the training
 process: same observation in, same actions out; plus its bad-input behaviour."""
+import time
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,51 @@ def test_node_actions_equal_the_checkpoint_in_process(kind, checkpoints, ros_dom
         for k, arrival in enumerate(actions):
             assert arrival.stamp == pytest.approx(t0 + k / PROFILE.robot.control_rate_hz, abs=1e-6)
             np.testing.assert_allclose(np.asarray(arrival.msg.position), expected[k], atol=1e-5)
+    finally:
+        client.close()
+        context.try_shutdown()
+        assert runner.stop() == 0
+
+
+def test_an_enable_acts_from_the_reset_never_on_the_previous_episodes_last_observation(checkpoints, ros_domain):
+    """Lockstep: an episode ends on an observation the policy never acted on (the sim stepped the
+    policy's last command). Enabled again, the policy must wait for the reset and start a chunk on its
+    first observation; acting on the old one would step the reset sim with the previous episode's
+    command and record it as the new episode's first step (CI once saw chunk phases 0, 1, 0, 1, 2)."""
+    overrides = {"sim_robot": {"clock": "lockstep", "seed": "5"},
+                 "policy": {"checkpoint": str(checkpoints["bc"]), "tick": "observation", "seed": "0"}}
+    runner = GraphRunner(PROFILE, mode="deploy", overrides=overrides, out=None).start()
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=ros_domain)
+    client = RobotClient(PROFILE, context=context, name="enable_probe")
+    probe = client.probe
+    for topic in (topics.POLICY_BASE_ACTION, topics.POLICY_CHUNK_PHASE):
+        probe.watch(topic, JointState, qos.RELIABLE)
+    enable = probe.node.create_client(SetBool, topics.POLICY_ENABLE)
+    try:
+        assert enable.wait_for_service(timeout_sec=90), runner.log("policy")
+        assert client.reset_client.wait_for_service(timeout_sec=60)
+        for topic in client.watched:
+            assert probe.wait_for(lambda t=topic: probe.node.count_publishers(t) > 0, 30), topic
+        client.reset(clear_streams=True)
+        client.call(enable, SetBool.Request(data=True))
+        assert probe.wait_count(topics.POLICY_BASE_ACTION, 2, timeout=60), runner.log("policy")
+        client.call(enable, SetBool.Request(data=False))
+        time.sleep(0.5)  # a tick under way at the disable has published by now
+        acted = {round(a.stamp, 6) for a in probe.arrivals[topics.POLICY_BASE_ACTION]}
+        unacted = probe.latest(topics.JOINT_STATES).stamp
+        assert unacted > max(acted) and probe.wait_for(
+            lambda: probe.latest(topics.camera_color("wrist")).stamp >= unacted, 10)
+        n = len(probe.arrivals[topics.POLICY_BASE_ACTION])
+        client.call(enable, SetBool.Request(data=True))
+        time.sleep(0.5)  # time to act on the unacted observation, if the policy would
+        state = client.reset(clear_streams=False)
+        assert probe.wait_count(topics.POLICY_BASE_ACTION, n + 1, timeout=60), runner.log("policy")
+        client.call(enable, SetBool.Request(data=False))
+        first = list(probe.arrivals[topics.POLICY_BASE_ACTION])[n]
+        assert first.stamp == pytest.approx(state["stamp"], abs=1e-6), (first.stamp, unacted, state["stamp"])
+        phase = next(a for a in probe.arrivals[topics.POLICY_CHUNK_PHASE] if abs(a.stamp - first.stamp) < 1e-6)
+        assert phase.msg.position[0] == 0
     finally:
         client.close()
         context.try_shutdown()

@@ -4,7 +4,8 @@ Observations are built at each control tick by the as-of join the recorder uses.
 runs in its own thread and is requested `lead_steps` ticks before the current chunk runs out, so
 the control loop never waits on it (realtime clock). With `tick: observation` (the lockstep sim)
 each new complete observation is one tick, and the loop waits for inference because the robot
-does too. Publishes /robot/command with /policy/base_action, /policy/residual and /policy/chunk_phase
+does too; an enable acts from the first observation of the sim's next episode (control/lockstep.py).
+Publishes /robot/command with /policy/base_action, /policy/residual and /policy/chunk_phase
 on one stamp.
 """
 from __future__ import annotations
@@ -15,12 +16,13 @@ import time
 
 import numpy as np
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, UInt8MultiArray
+from std_msgs.msg import Bool, String, UInt8MultiArray
 from std_srvs.srv import SetBool
 
 from robot_rl.config import ConfigError
 from robot_rl.control.chunking import ChunkExecutor, ObservationHistory
 from robot_rl.control.intervention import InterventionGate
+from robot_rl.control.lockstep import EpisodeStartGate
 from robot_rl.data.align import AsOfAligner
 from robot_rl.data.recording import ACTION, CHUNK_PHASE, observation_values, stream_max_ages
 from robot_rl.ros import convert, qos, topics
@@ -79,7 +81,12 @@ class PolicyNode(RobotRLNode):
             self.create_subscription(Bool, topics.TELEOP_INTERVENING, lambda m: self.gate.intervening(m.data),
                                      qos.RELIABLE)
         self.enabled = p.enabled
-        self.stats = {"ticks": 0, "commands": 0, "invalid_ticks": 0, "no_action_ticks": 0, "chunks": 0}
+        if p.tick == "observation":  # only a lockstep sim waits for commands; its task state numbers episodes
+            self.episode_gate = EpisodeStartGate(enabled_at_start=p.enabled)
+            self.enabled_at = time.monotonic()
+            self.create_subscription(String, topics.SIM_TASK_STATE, self.on_task_state, qos.RELIABLE)
+        self.stats = {"ticks": 0, "commands": 0, "invalid_ticks": 0, "no_action_ticks": 0, "chunks": 0,
+                      "dropped_ticks": 0}
         self.inference_ms: list[float] = []
         self.tick_ms: list[float] = []  # observation in -> command out, per published tick
         self.new_samples: dict[str, list[float]] = {"inference_ms": [], "tick_ms": []}  # since the last /diagnostics
@@ -96,6 +103,10 @@ class PolicyNode(RobotRLNode):
 
     def on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         self.episode += 1  # the control thread starts afresh (history, chunks) at its next tick
+        if request.data and self.params.tick == "observation":
+            with self.sink.complete:
+                self.episode_gate.enabled()
+                self.enabled_at = time.monotonic()
         self.enabled = request.data
         if self.gate is not None and request.data:
             self.gate.reset_episode()
@@ -110,15 +121,30 @@ class PolicyNode(RobotRLNode):
             self.tick(time.time(), wait_for_chunk=False)
             self.wait(max(0.0, next_tick - time.monotonic()))
 
+    def on_task_state(self, msg: String) -> None:
+        state = json.loads(msg.data)
+        if "episode" in state and "stamp" in state:
+            with self.sink.complete:
+                self.episode_gate.episode_seen(int(state["episode"]), float(state["stamp"]))
+                self.sink.complete.notify_all()
+
     def observation_loop(self) -> None:
-        """One tick per new complete observation (all streams stamped at or after it), while enabled."""
-        last = -np.inf
+        """One tick per new complete observation (all streams stamped at or after it), while enabled,
+        from the first observation of a sim episode this policy has not acted in yet."""
+        last, gate = -np.inf, self.episode_gate
+
+        def due() -> bool:
+            return self.enabled and self.sink.newest_complete > last and gate.allows(self.sink.newest_complete)
+
         while not self.stopping:
             with self.sink.complete:
-                self.sink.complete.wait_for(
-                    lambda: (self.enabled and self.sink.newest_complete > last) or self.stopping, timeout=0.1)
-                t = self.sink.newest_complete
-            if self.enabled and t > last:
+                self.sink.complete.wait_for(lambda: due() or self.stopping, timeout=0.1)
+                t, go = self.sink.newest_complete, due()
+                if go:
+                    gate.acting()
+                elif self.enabled and gate.armed and time.monotonic() - self.enabled_at > 2.0:
+                    self.get_logger().info(f"enabled, waiting for {gate.waiting_for()}", throttle_duration_sec=5.0)
+            if go:
                 last = t
                 self.tick(t, wait_for_chunk=True)
 
@@ -153,10 +179,13 @@ class PolicyNode(RobotRLNode):
             self.request_chunk(t, wait=wait_for_chunk)
             waited = wait_for_chunk
         picked = self.chunks.action_at(t)
-        if picked is None and wait_for_chunk:
+        if picked is None and wait_for_chunk and self.tick_episode == self.episode:
             self.request_chunk(t, wait=True)
             picked = self.chunks.action_at(t)
             waited = True
+        if self.tick_episode != self.episode:  # disabled while the chunk was computed: its episode is over
+            self.stats["dropped_ticks"] += 1
+            return
         if picked is None:
             self.stats["no_action_ticks"] += 1
             return
