@@ -93,3 +93,31 @@ def test_noise_changes_behaviour_and_done_flag(robot, profile):
         if clean.done:
             break
     assert clean.done and robot.success()
+
+
+def test_correcting_expert_lowers_off_target_then_sets_down_on_target(robot, profile):
+    """corrections=1: every episode lowers the cube 2-4 cm off target to just above the table, then
+    moves it over the target and succeeds; with corrections=0 the expert never enters that phase."""
+    n_sub = round(robot.control_dt / robot.physics_dt)
+    for corrections in (1.0, 0.0):
+        expert = ScriptedExpert(profile, noise=0.0, corrections=corrections)
+        for seed in range(3):
+            robot.reset(seed)
+            expert.reset(seed)
+            misses, success = [], False
+            for _ in range(150):
+                phase = expert.phase
+                robot.set_target(expert.act(robot.joint_state()[0], robot.task_state()))
+                if phase == "lower" and expert.phase == "correct":  # stopped off target: how far, how low
+                    state = robot.task_state()
+                    cube, target = np.array(state["cube_pos"]), np.array(state["target_pos"])
+                    misses.append((np.hypot(*(cube[:2] - target[:2])), cube[2]))
+                robot.step_physics(n_sub)
+                if robot.success():
+                    success = True
+                    break
+            assert success, (corrections, seed)
+            if corrections:
+                assert len(misses) == 1 and 0.015 <= misses[0][0] <= 0.045 and misses[0][1] < 0.06, misses
+            else:
+                assert misses == []

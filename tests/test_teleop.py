@@ -50,6 +50,9 @@ def test_unknown_device_and_expert_without_sim_are_clear_errors():
     no_sim = types.SimpleNamespace(sim=None, name="real")
     with pytest.raises(DeviceError, match="needs a simulated robot"):
         make_device("expert", no_sim, types.SimpleNamespace(seed=0, expert_noise=1.0))
+    gym = load_profile("gym_reacher")  # placement corrections belong to the pick-place expert
+    with pytest.raises(DeviceError, match="expert_corrections"):
+        make_device("expert", gym, types.SimpleNamespace(seed=0, expert_noise=1.0, expert_corrections=0.5))
 
 
 @pytest.mark.timeout(180)

@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="sim with the scripted expert: one expert tick per sim step as fast as the CPU allows "
                         "(lockstep), or the wall-clock control rate")
     p.add_argument("--expert-noise", type=float, default=None, help="sim: scripted expert noise (default: profile)")
+    p.add_argument("--expert-corrections", type=float, default=None,
+                   help="sim: share of episodes the expert sets down off target, then corrects (default: profile)")
     p.add_argument("--seed", type=int, default=None, help="sim: seed for layouts and expert")
     p.add_argument("--log", type=Path, default=None, help="write node logs here instead of the terminal")
     p.set_defaults(func=run_collect)
@@ -66,6 +68,8 @@ def run_collect(args: argparse.Namespace) -> int:
         t = overrides.setdefault(teleop.name, {})
         if args.expert_noise is not None:
             t["expert_noise"] = str(args.expert_noise)
+        if args.expert_corrections is not None:
+            t["expert_corrections"] = str(args.expert_corrections)
         if args.seed is not None:
             t["seed"] = str(args.seed)
     sim_node = next((n for n in profile.nodes_for("collect") if n.executable == "sim_robot_node"), None)

@@ -74,6 +74,7 @@ class TeleopParams:
     device: Literal["expert", "keyboard", "spacemouse", "leader_arm"] = "keyboard"
     drive_robot: bool = True  # also publish /robot/command (collection without a policy)
     expert_noise: float = 1.0  # sim scripted expert only
+    expert_corrections: float = 0.0  # MuJoCo sim expert: share of episodes set down off target, then corrected
     seed: int = 0
     # observation: one tick per new sim step (a lockstep sim), the command stamped with that step's
     # stamp; collection runs as fast as the CPU allows instead of at the wall-clock control rate
@@ -82,6 +83,8 @@ class TeleopParams:
 
     def validate(self) -> None:
         check(self.expert_noise >= 0, f"must be >= 0, got {self.expert_noise}", "expert_noise")
+        check(0 <= self.expert_corrections <= 1, f"must be in [0, 1], got {self.expert_corrections}",
+              "expert_corrections")
         check(self.jog_step > 0, f"must be positive, got {self.jog_step}", "jog_step")
 
 

@@ -6,7 +6,10 @@ model. Phases: approach -> descend -> close -> lift -> transport -> lower -> rel
 failed grasp (cube not between the fingers after lifting, or dropped in transit) reopens and retries.
 
 `noise` scales every imperfection (0 = clean): Gaussian joint noise, grasp position/yaw/height
-offsets, a placement offset, and occasional hesitation. Whatever it does, consecutive targets move
+offsets, a placement offset, and occasional hesitation. `corrections` is the share of episodes in
+which it first lowers the cube over a point 2-4 cm off the target and, just above the table, moves it
+over the target while setting it down, as a teleoperator looking at the wrist camera does:
+without such demonstrations a BC policy that arrives off target sets the cube down there anyway. Whatever it does, consecutive targets move
 each joint by at most max_velocity * velocity_scale * control_dt, so the safety filter never clips it.
 """
 from __future__ import annotations
@@ -36,18 +39,21 @@ PLACE_XY_STD = 0.009  # m
 RELEASE_Z_STD = 0.004  # m, extra (one-sided) release height
 HESITATE_P = 0.03  # per step
 HESITATE_STEPS = (2, 6)
+CORRECTION_MISS = (0.02, 0.04)  # m, how far off target a correcting episode first lowers the cube
+CORRECTION_DZ = 0.025  # m, above the release height: where it stops to correct
 
 # Cartesian speed per control step for each phase (m)
 _CART_STEP = {"approach": 0.045, "descend": 0.02, "lift": 0.03, "transport": 0.045, "lower": 0.02,
-              "retreat": 0.04, "reopen": 0.03}
+              "retreat": 0.04, "reopen": 0.03, "correct": 0.015}
 
 
 class ScriptedExpert:
-    def __init__(self, profile, seed: int = 0, noise: float = 1.0):
+    def __init__(self, profile, seed: int = 0, noise: float = 1.0, corrections: float = 0.0):
         self.model = build_model(profile)  # a private copy: FK/IK scratch never touches the robot's data
         self._data = mujoco.MjData(self.model)
         self.ik = ArmIK(self.model)
         self.noise = float(noise)
+        self.corrections = float(corrections)
         self.control_dt = 1.0 / float(profile.robot.control_rate_hz)
         joints = profile.robot.joints
         scale = profile.safety.velocity_scale
@@ -74,6 +80,10 @@ class ScriptedExpert:
         self._prev_grip_pos = None
         self._place_off = self.rng.normal(0.0, PLACE_XY_STD * self.noise, 2)
         self._release_dz = abs(float(self.rng.normal(0.0, RELEASE_Z_STD * self.noise)))
+        self._miss = np.zeros(2)  # drawn only with corrections, so the noise-only stream is unchanged
+        if self.corrections > 0 and self.rng.random() < self.corrections:
+            angle = self.rng.uniform(0.0, 2 * math.pi)
+            self._miss = self.rng.uniform(*CORRECTION_MISS) * np.array([math.cos(angle), math.sin(angle)])
         self._new_attempt()
 
     def _new_attempt(self) -> None:
@@ -158,17 +168,27 @@ class ScriptedExpert:
                 else:
                     self._goto("reopen")
             return goal
-        if p in ("transport", "lower"):
+        if p in ("transport", "lower", "correct"):
             if not ts["grasped"]:  # dropped it: start over from wherever it fell
                 self._goto("reopen")
                 return None
-            xy = target[:2] + self._place_off - self._in_hand[:2]
+            missing = bool(self._miss.any())
+            xy = target[:2] + self._place_off - self._in_hand[:2] + self._miss
+            release_z = CUBE_HALF + RELEASE_GAP + self._release_dz - self._in_hand[2]
             if p == "transport":
                 goal = np.r_[xy, CARRY_Z]
                 if self._reached(goal, tracking, 0.02):
                     self._goto("lower")
-            else:
-                goal = np.r_[xy, CUBE_HALF + RELEASE_GAP + self._release_dz - self._in_hand[2]]
+            elif p == "lower":
+                goal = np.r_[xy, release_z + (CORRECTION_DZ if missing else 0.0)]
+                if self._reached(goal, tracking, 0.01):
+                    if missing:  # off target, just above the table: now set it down on the target
+                        self._miss = np.zeros(2)
+                        self._goto("correct")
+                    else:
+                        self._goto("release")
+            else:  # over the target and down together: no stop for a policy to copy and hover in
+                goal = np.r_[xy, release_z]
                 if self._reached(goal, tracking, 0.01):
                     self._goto("release")
             return goal

@@ -18,11 +18,17 @@ class ExpertDevice:
         if profile.sim is None:
             raise DeviceError(f"device 'expert' needs a simulated robot; profile {profile.name} has no sim: section")
         if profile.gym is not None:  # a gymnasium env: the profile's gym.expert ("module:function")
-            from robot_rl.sim.gym_adapter import GymExpert as ScriptedExpert
+            from robot_rl.sim.gym_adapter import GymExpert
+
+            if params.expert_corrections:
+                raise DeviceError("expert_corrections is a MuJoCo pick-place expert option; a gymnasium "
+                                  f"expert ({profile.gym.expert}) has no placement to correct")
+            self.expert = GymExpert(profile, seed=params.seed, noise=params.expert_noise)
         else:
             from robot_rl.sim.expert import ScriptedExpert
 
-        self.expert = ScriptedExpert(profile, seed=params.seed, noise=params.expert_noise)
+            self.expert = ScriptedExpert(profile, seed=params.seed, noise=params.expert_noise,
+                                         corrections=params.expert_corrections)
         self.seed = params.seed
         self.episode: int | None = None
 
