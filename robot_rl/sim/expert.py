@@ -7,10 +7,11 @@ failed grasp (cube not between the fingers after lifting, or dropped in transit)
 
 `noise` scales every imperfection (0 = clean): Gaussian joint noise, grasp position/yaw/height
 offsets, a placement offset, and occasional hesitation. `corrections` is the share of episodes in
-which it first lowers the cube over a point 2-4 cm off the target and, just above the table, moves it
-over the target while setting it down, as a teleoperator looking at the wrist camera does:
-without such demonstrations a BC policy that arrives off target sets the cube down there anyway. Whatever it does, consecutive targets move
-each joint by at most max_velocity * velocity_scale * control_dt, so the safety filter never clips it.
+which it first lowers the cube over a point 2-4 cm off the target and, just above the table, moves
+it over the target while setting it down, as a teleoperator watching the wrist camera does (without
+such demonstrations a BC policy that arrives off target sets the cube down there anyway; see
+docs/policies.md for what they changed). Whatever it does, consecutive targets move each joint by
+at most max_velocity * velocity_scale * control_dt, so the safety filter never clips it.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ RELEASE_Z_STD = 0.004  # m, extra (one-sided) release height
 HESITATE_P = 0.03  # per step
 HESITATE_STEPS = (2, 6)
 CORRECTION_MISS = (0.02, 0.04)  # m, how far off target a correcting episode first lowers the cube
-CORRECTION_DZ = 0.025  # m, above the release height: where it stops to correct
+CORRECTION_DZ = 0.025  # m, above the release height: where it turns toward the target
 
 # Cartesian speed per control step for each phase (m)
 _CART_STEP = {"approach": 0.045, "descend": 0.02, "lift": 0.03, "transport": 0.045, "lower": 0.02,
