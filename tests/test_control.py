@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from robot_rl.control.chunking import ChunkExecutor, ObservationHistory
-from robot_rl.control.lockstep import EpisodeStartGate
+from robot_rl.control.lockstep import EpisodeStartGate, RepeatedTaskStates
 
 DT = 0.1
 
@@ -102,3 +102,12 @@ def test_a_policy_enabled_from_the_start_acts_at_once_and_later_enables_wait():
     assert not gate.allows(0.3)
     gate.episode_seen(1, 0.4)
     assert gate.allows(0.4)
+
+
+def test_a_re_sent_task_state_is_one_step():
+    states = RepeatedTaskStates()
+    assert states.is_new({"episode": 1, "stamp": 1.0})
+    assert not states.is_new({"episode": 1, "stamp": 1.0})  # the lockstep sim's re-send
+    assert states.is_new({"episode": 1, "stamp": 1.1})
+    assert states.is_new({"episode": 2, "stamp": 1.1})  # a reset at the same sim time is a new step
+    assert states.is_new({"success": False}) and states.is_new({"success": False})  # no stamp: always counted

@@ -1,5 +1,6 @@
 """`robot-rl eval --parallel 2` through real ROS graphs: two sim + policy graphs on neighbouring
 domains, merged into one evaluation; Ctrl-C while they start leaves no process behind."""
+import argparse
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import time
 import pytest
 
 from robot_rl.cli.eval_parallel import shares
+from robot_rl.cli.evaluate import write_results
 from robot_rl.config import load_profile
 from policy_fixtures import tiny_checkpoints
 from waiting import wait_until
@@ -26,6 +28,17 @@ def _ours(marker: str) -> list[str]:
 
 def test_episodes_are_shared_out_in_graph_order():
     assert shares(7, 2) == [4, 3] and shares(60, 2) == [30, 30] and shares(3, 3) == [1, 1, 1]
+
+
+def test_a_stalled_episode_is_named_not_hidden_in_the_rate(tmp_path, capsys):
+    results = [{"success": True, "steps": 40, "timed_out": False},
+               {"success": False, "steps": 150, "timed_out": False},  # a failure: ran to --max-steps
+               {"success": False, "steps": 3, "timed_out": True}]     # the sim stopped stepping
+    args = argparse.Namespace(out=tmp_path / "eval.json")
+    summary = write_results(args, results, {"checkpoint": "c"})
+    assert summary["successes"] == 1 and summary["episodes"] == 3 and summary["stalled"] == 1
+    assert "1 episode(s) stalled" in capsys.readouterr().out
+    assert json.loads(args.out.read_text())["summary"]["stalled"] == 1
 
 
 @pytest.mark.timeout(300)

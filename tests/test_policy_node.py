@@ -122,6 +122,38 @@ def test_an_enable_acts_from_the_reset_never_on_the_previous_episodes_last_obser
         assert runner.stop() == 0
 
 
+def test_a_policy_that_missed_the_resets_task_state_still_acts(checkpoints, ros_domain):
+    """Lockstep: an evaluation resets the sim as soon as it answers, which can be before the policy's
+    subscriptions have matched. Time then stands still until a command comes; the sim re-sends its
+    last observation and task state, and the policy must act on them (it once waited forever for a
+    task state that was never repeated)."""
+    sim = GraphRunner(PROFILE, mode="deploy", only=["sim_robot"], out=None,
+                      overrides={"sim_robot": {"clock": "lockstep", "seed": "5"}}).start()
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=ros_domain)
+    client = RobotClient(PROFILE, context=context, name="late_policy_probe")
+    probe = client.probe
+    probe.watch(topics.POLICY_BASE_ACTION, JointState, qos.RELIABLE)
+    policy = None
+    try:
+        assert client.reset_client.wait_for_service(timeout_sec=60), sim.log("sim_robot")
+        for topic in client.watched:
+            assert probe.wait_for(lambda t=topic: probe.node.count_publishers(t) > 0, 30), topic
+        state = client.reset(clear_streams=True)  # no policy exists yet: nobody else hears this reset
+        policy = GraphRunner(PROFILE, mode="deploy", only=["policy"], out=None,
+                             overrides={"policy": {"checkpoint": str(checkpoints["bc"]), "tick": "observation"}}).start()
+        enable = probe.node.create_client(SetBool, topics.POLICY_ENABLE)
+        assert enable.wait_for_service(timeout_sec=90), policy.log("policy")
+        client.call(enable, SetBool.Request(data=True))
+        assert probe.wait_count(topics.POLICY_BASE_ACTION, 1, timeout=30), policy.log("policy")
+        first = probe.arrivals[topics.POLICY_BASE_ACTION][0]
+        assert first.stamp == pytest.approx(state["stamp"], abs=1e-6)
+    finally:
+        client.close()
+        context.try_shutdown()
+        assert (policy.stop() if policy else 0) == 0 and sim.stop() == 0
+
+
 def test_checkpoint_for_another_robot_is_a_clear_error(tmp_path, ros_domain):
     import yaml
 

@@ -107,9 +107,13 @@ def write_results(args: argparse.Namespace, results: list[dict], fields: dict) -
     lo, hi = wilson(wins, len(results))
     summary = {**fields, "episodes": len(results), "successes": wins, "success_rate": wins / max(1, len(results)),
                "ci95": [round(lo, 4), round(hi, 4)],
-               "mean_steps": sum(r["steps"] for r in results) / max(1, len(results))}
+               "mean_steps": sum(r["steps"] for r in results) / max(1, len(results)),
+               "stalled": sum(bool(r.get("timed_out")) for r in results)}
     print(f"== success {wins}/{len(results)} = {100 * summary['success_rate']:.1f} % "
           f"(95 % CI {100 * lo:.1f}-{100 * hi:.1f} %)")
+    if summary["stalled"]:  # a graph fault, not the policy's: say so rather than hide it in the rate
+        print(f"warning: {summary['stalled']} episode(s) stalled before --max-steps (the sim stopped "
+              f"stepping) and count as failures; the policy and sim_robot logs (--log) say why")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"summary": summary, "results": results}, indent=2))

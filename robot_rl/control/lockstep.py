@@ -48,3 +48,18 @@ class EpisodeStartGate:
         if self.start[0] == self.acted:
             return f"a sim reset (episode {self.start[0]} was already acted in)"
         return f"the first observation of sim episode {self.start[0]}"
+
+
+class RepeatedTaskStates:
+    """A lockstep sim re-sends its last task state while no command comes (for readers that missed
+    it); whoever counts control steps by task states must count that step once."""
+
+    def __init__(self):
+        self.last: tuple | None = None
+
+    def is_new(self, state: dict) -> bool:
+        key = (state.get("episode"), state.get("stamp"))
+        if key[1] is not None and key == self.last:
+            return False
+        self.last = key
+        return True

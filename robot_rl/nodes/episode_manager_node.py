@@ -24,6 +24,7 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
 
 from robot_rl.config import ConfigError
+from robot_rl.control.lockstep import RepeatedTaskStates
 from robot_rl.control.session import EpisodeAborted, EpisodeSession
 from robot_rl.ros import convert, qos, topics
 from robot_rl.ros.node import OK, WARN, RobotRLNode, run_node
@@ -54,6 +55,7 @@ class EpisodeManagerNode(RobotRLNode):
                                       detector=self.reward.detector() if self.reward else None)
         self.events = self.create_publisher(String, topics.EPISODE_EVENTS, qos.RELIABLE)
         if self.profile.sim is not None:
+            self.task_states = RepeatedTaskStates()
             self.create_subscription(String, topics.SIM_TASK_STATE, self.on_task_state, qos.RELIABLE)
         if self.reward is not None:
             from robot_rl.data.align import AsOfAligner
@@ -94,6 +96,8 @@ class EpisodeManagerNode(RobotRLNode):
     # -- signals --------------------------------------------------------------------------------
     def on_task_state(self, msg: String) -> None:
         state = json.loads(msg.data)
+        if not self.task_states.is_new(state):
+            return  # the lockstep sim's re-send of a step already counted
         if self.reward is None:
             self.session.step(bool(state.get("success")), state.get("episode"))
         else:  # the classifier's thread steps the session once it has evaluated this step

@@ -160,8 +160,9 @@ class SimRobotNode(RobotRLNode):
 
         Time stands still until a command comes, so one lost observation (a reader that matched just
         after the reset's, a dropped best-effort image) would stall the graph for good: with no
-        command for RESEND_S the last observation goes out again, same stamps. Readers that had it
-        drop it as not newer (policy, teleop); the task state is not repeated (it counts steps)."""
+        command for RESEND_S the last observation and task state go out again, same stamps. The
+        task state too: a policy that missed the reset's waits for it before acting. Readers that had
+        them drop them as not newer (policy, teleop; the episode manager does not count a repeat)."""
         while not self.stopping:
             self.run_sim_calls()
             if self.steps_requested.acquire(timeout=0.01):
@@ -190,7 +191,7 @@ class SimRobotNode(RobotRLNode):
     # -- publishing -----------------------------------------------------------------------------
     def publish(self, samples: list[Sample]) -> None:
         if self.lockstep:
-            self.last_observation = [s for s in samples if s.kind != "task_state"] or self.last_observation
+            self.last_observation = samples or self.last_observation
             self.observed_at = time.monotonic()
         for s in samples:
             if s.kind == "joint_state":
