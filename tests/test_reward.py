@@ -378,7 +378,9 @@ def test_episode_manager_labels_with_the_classifier_through_ros(trained, tmp_pat
         assert len(done) == 2, done
         for e in done:
             assert e["label"] == "classifier" and e["reward_max"] is not None, e
-            assert 1 <= e["steps"] <= 12 and e["success"] == (e["classifier_step"] is not None), e
+            # the time-out is 12 steps; in lockstep the policy's command for the next observation can
+            # already be in flight when the manager disables it, so a loaded host sees a step or two more
+            assert 1 <= e["steps"] <= 12 + 2 and e["success"] == (e["classifier_step"] is not None), e
             assert isinstance(e["sim_success"], bool) and e["agree"] == (e["sim_success"] == e["success"]), e
         assert "classifier_agreement" in events("session_done")[0]
     finally:
