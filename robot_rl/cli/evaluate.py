@@ -138,6 +138,9 @@ def residual_config(learner: Path) -> Path:
     return Path(path)
 
 
+STALL_S = 30.0  # lockstep: no control step for this long ends the episode as stalled
+
+
 def run_episode(client, enable, max_steps: int, rate_hz: float, lockstep: bool) -> dict:
     """Reset, enable the policy, count control steps (sim task states) until success or max_steps."""
     from std_srvs.srv import SetBool
@@ -147,14 +150,17 @@ def run_episode(client, enable, max_steps: int, rate_hz: float, lockstep: bool) 
     client.call(enable, SetBool.Request(data=True))
     seen, steps, success = None, 0, False
     deadline = time.monotonic() + max_steps / rate_hz * (20 if lockstep else 1.5) + 30
+    progress = time.monotonic()
     while steps < max_steps and time.monotonic() < deadline:
         current = client.task_state(episode)
         if current is not None and current.get("stamp") != seen:
-            seen = current.get("stamp")
+            seen, progress = current.get("stamp"), time.monotonic()
             steps += 1
             if current.get("success"):
                 success = True
                 break
+        elif lockstep and time.monotonic() - progress > STALL_S:
+            break  # the sim steps only on commands: nothing for this long is a stall, not a slow host
         else:
             time.sleep(0.002)
     client.call(enable, SetBool.Request(data=False))
