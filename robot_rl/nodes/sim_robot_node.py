@@ -160,9 +160,9 @@ class SimRobotNode(RobotRLNode):
 
         Time stands still until a command comes, so one lost observation (a reader that matched just
         after the reset's, a dropped best-effort image) would stall the graph for good: with no
-        command for RESEND_S the last observation and task state go out again, same stamps. The
-        task state too: a policy that missed the reset's waits for it before acting. Readers that had
-        them drop them as not newer (policy, teleop; the episode manager does not count a repeat)."""
+        command for RESEND_S the last observation and its task state go out again, same stamps (a
+        policy that missed the reset's task state waits for it before acting). Readers that had them
+        drop them as not newer (policy, teleop); the episode manager does not count a repeat."""
         while not self.stopping:
             self.run_sim_calls()
             if self.steps_requested.acquire(timeout=0.01):
