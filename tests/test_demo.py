@@ -14,6 +14,7 @@ import pytest
 from robot_rl.data.store import Store
 from robot_rl.data.store_check import check
 from robot_rl.stats import wilson
+from waiting import wait_until
 
 
 def _stray(marker: str) -> list[str]:
@@ -39,13 +40,17 @@ def test_demo_interrupted_then_resumed(tmp_path, ros_domain):
         lines.append(line)
         if "residual RL fine-tuning session" in line or time.monotonic() > deadline:
             break
-    time.sleep(25)  # nodes up, a few episodes recorded
+    def fine_tuning_episodes() -> int:  # the session log is flushed per event
+        log = run / "session.jsonl"
+        return log.read_text().count('"episode_done"') if log.is_file() else 0
+
+    assert wait_until(lambda: fine_tuning_episodes() >= 2, timeout=180, interval=0.2), "".join(lines)[-3000:]
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=120)
     out = "".join(lines) + rest
     assert proc.returncode == 130, out[-3000:]
     assert "--resume" in out
-    time.sleep(1.0)
+    wait_until(lambda: _stray(str(tmp_path)) == [], timeout=10, interval=0.2)
     assert _stray(str(tmp_path)) == [], out[-2000:]
     store = run / "demos.zarr"
     assert check(store) == []
