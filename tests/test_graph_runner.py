@@ -86,6 +86,25 @@ def test_nodes_do_not_outlive_a_killed_runner(up):
     assert not any(alive(pid) for pid in nodes), "a node was orphaned by a killed runner"
 
 
+def test_probe_waits_for_another_nodes_subscription(probe, ros_domain):
+    """What `robot-rl eval` waits for before its first reset: the policy node subscribed to the sim's
+    task state (a publisher's match count cannot show another node's subscription)."""
+    import rclpy
+    from std_msgs.msg import String
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=ros_domain)
+    other = rclpy.create_node("listener", context=context)
+    try:
+        assert not probe.wait_subscribed(topics.SIM_TASK_STATE, "listener", timeout=0.5)
+        other.create_subscription(String, topics.SIM_TASK_STATE, lambda msg: None, qos.RELIABLE)
+        assert probe.wait_subscribed(topics.SIM_TASK_STATE, "listener", timeout=10)
+        assert not probe.wait_subscribed(topics.SIM_TASK_STATE, "someone_else", timeout=0.3)
+    finally:
+        other.destroy_node()
+        context.try_shutdown()
+
+
 def test_lockstep_clock_advances_one_control_period_per_command(probe):
     probe.watch(topics.JOINT_STATES, JointState, qos.sensor_subscription(100))
     runner = GraphRunner(PROFILE, overrides={"sim_robot": {"clock": "lockstep"}}, out=None).start()

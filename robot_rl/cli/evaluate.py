@@ -73,6 +73,9 @@ def run_eval(args: argparse.Namespace) -> int:
         if lockstep:  # no motion, no data: wait for the services and the command subscription instead
             problem = "" if client.reset_client.wait_for_service(timeout_sec=120) else "sim robot not up"
             problem = problem or ("" if client.probe.wait_matched(client.command_pub, timeout=60) else "no /robot/command")
+            # the policy acts on the reset's task state: a reset it did not hear costs a 1 s re-send
+            if not problem and not client.probe.wait_subscribed(topics.SIM_TASK_STATE, policy.name, timeout=60):
+                problem = f"the policy node {policy.name} never subscribed to {topics.SIM_TASK_STATE} (see the log)"
         else:
             problem = client.wait_ready(timeout=120)
         if not problem and not enable.wait_for_service(timeout_sec=120):

@@ -110,6 +110,17 @@ class TopicProbe:
             time.sleep(0.02)
         return True
 
+    def wait_subscribed(self, topic: str, node_name: str, timeout: float = 10.0) -> bool:
+        """Until this probe's view of the graph has `node_name` subscribed to `topic` (another node's
+        subscription, which `wait_matched` cannot see)."""
+        deadline = time.monotonic() + timeout
+        while not any(i.node_name == node_name.lstrip("/").rsplit("/", 1)[-1]
+                      for i in self.node.get_subscriptions_info_by_topic(topic)):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     def latest(self, topic: str) -> Arrival | None:
         with self._cond:
             return self.arrivals[topic][-1] if self.arrivals[topic] else None
