@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from robot_rl.control.chunking import ChunkExecutor, ObservationHistory
-from robot_rl.control.lockstep import EpisodeStartGate, RepeatedTaskStates
+from robot_rl.control.lockstep import EpisodeStartGate, RepeatedTaskStates, StepBudget
 
 DT = 0.1
 
@@ -102,6 +102,17 @@ def test_a_policy_enabled_from_the_start_acts_at_once_and_later_enables_wait():
     assert not gate.allows(0.3)
     gate.episode_seen(1, 0.4)
     assert gate.allows(0.4)
+
+
+def test_a_step_budget_refuses_commands_past_it_until_the_reset():
+    budget = StepBudget(3)
+    assert [budget.take() for _ in range(5)] == [True, True, True, False, False] and budget.refused == 2
+    budget.reset()
+    assert budget.take() and budget.refused == 2
+    unlimited = StepBudget(0)
+    assert all(unlimited.take() for _ in range(1000)) and unlimited.refused == 0
+    with pytest.raises(ValueError, match="episode_steps"):
+        StepBudget(-1)
 
 
 def test_a_re_sent_task_state_is_one_step():

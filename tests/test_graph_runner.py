@@ -105,9 +105,11 @@ def test_probe_waits_for_another_nodes_subscription(probe, ros_domain):
         context.try_shutdown()
 
 
-def test_lockstep_clock_advances_one_control_period_per_command(probe):
+def test_lockstep_clock_advances_one_control_period_per_command_within_the_episode_budget(probe):
+    from std_srvs.srv import Trigger
+
     probe.watch(topics.JOINT_STATES, JointState, qos.sensor_subscription(100))
-    runner = GraphRunner(PROFILE, overrides={"sim_robot": {"clock": "lockstep"}}, out=None).start()
+    runner = GraphRunner(PROFILE, overrides={"sim_robot": {"clock": "lockstep", "episode_steps": "6"}}, out=None).start()
     try:
         pub = probe.node.create_publisher(JointState, topics.ROBOT_COMMAND, qos.COMMAND)
         assert probe.wait_matched(pub, timeout=60), runner.log("sim_robot")
@@ -127,6 +129,17 @@ def test_lockstep_clock_advances_one_control_period_per_command(probe):
         stamps = steps()
         period = 1.0 / PROFILE.robot.control_rate_hz
         assert [round(b - a, 6) for a, b in zip(stamps, stamps[1:])] == [period] * 5
+        # the budget (6) is spent: further commands are refused until a reset, not stepped
+        for _ in range(3):
+            pub.publish(convert.joint_state_msg(PROFILE.robot.joint_names, q))
+        assert not probe.wait_for(lambda: len(steps()) > 6, timeout=1.5)
+        reset = probe.node.create_client(Trigger, topics.ROBOT_RESET)
+        assert reset.wait_for_service(timeout_sec=20)
+        future = reset.call_async(Trigger.Request())
+        assert probe.wait_for(lambda: future.done(), timeout=20) and future.result().success
+        assert probe.wait_for(lambda: len(steps()) == 7, timeout=10)  # the reset's own observation
+        pub.publish(convert.joint_state_msg(PROFILE.robot.joint_names, q))
+        assert probe.wait_for(lambda: len(steps()) == 8, timeout=10)  # a new episode: stepping again
     finally:
         assert runner.stop() == 0
 

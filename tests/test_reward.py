@@ -358,7 +358,7 @@ def test_episode_manager_labels_with_the_classifier_through_ros(trained, tmp_pat
     base = tiny_checkpoints(tmp_path / "base", PROFILE)["bc"]
     store = tmp_path / "rollouts.zarr"
     probe.watch(topics.EPISODE_EVENTS, String, qos.RELIABLE)
-    overrides = {"sim_robot": {"clock": "lockstep"},
+    overrides = {"sim_robot": {"clock": "lockstep", "episode_steps": "12"},
                  "policy": {"checkpoint": str(base), "tick": "observation"},
                  "rollout_recorder": {"store": str(store), "mode": "rollout", "base_checkpoint": str(base)},
                  "episode_manager": {"label": "classifier", "reward_checkpoint": str(trained["dir"]),
@@ -378,9 +378,8 @@ def test_episode_manager_labels_with_the_classifier_through_ros(trained, tmp_pat
         assert len(done) == 2, done
         for e in done:
             assert e["label"] == "classifier" and e["reward_max"] is not None, e
-            # the time-out is 12 steps; in lockstep the policy's command for the next observation can
-            # already be in flight when the manager disables it, so a loaded host sees a step or two more
-            assert 1 <= e["steps"] <= 12 + 2 and e["success"] == (e["classifier_step"] is not None), e
+            # the time-out is 12 steps, exactly: the sim refuses a command still in flight past its budget
+            assert 1 <= e["steps"] <= 12 and e["success"] == (e["classifier_step"] is not None), e
             assert isinstance(e["sim_success"], bool) and e["agree"] == (e["sim_success"] == e["success"]), e
         assert "classifier_agreement" in events("session_done")[0]
     finally:

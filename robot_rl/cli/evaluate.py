@@ -59,7 +59,8 @@ def run_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.checkpoint} is not a checkpoint directory (no config.json)")
     lockstep = args.clock == "lockstep"
     drift = drift_param(profile, args.drift)
-    overrides = {sim.name: {"clock": args.clock, "seed": str(args.seed), **({"drift": drift} if drift else {})},
+    overrides = {sim.name: {"clock": args.clock, "seed": str(args.seed), "episode_steps": str(args.max_steps),
+                            **({"drift": drift} if drift else {})},
                  policy.name: {"checkpoint": str(args.checkpoint.resolve()), "tick": "observation" if lockstep else "timer"}}
     if args.residual is not None:  # base + the fine-tuned residual (its learner's own config), no exploration
         rl_config = residual_config(args.residual)

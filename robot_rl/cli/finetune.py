@@ -116,7 +116,8 @@ def run_finetune(args: argparse.Namespace) -> int:
                                               **({"config": str(args.rl_config.resolve())} if args.rl_config else {})},
     }
     if profile.sim is not None:
-        overrides[node_named(profile, "sim_robot_node")] = {"clock": args.clock, **({"drift": drift} if drift else {})}
+        overrides[node_named(profile, "sim_robot_node")] = {"clock": args.clock, "episode_steps": str(args.max_steps),
+                                                            **({"drift": drift} if drift else {})}
     log_path = args.log or run_dir / "graph.log"
     write_run_info(run_dir, store=store, base_checkpoint=base, profile=profile.name, preset=args.preset,
                    drift=drift or "none")

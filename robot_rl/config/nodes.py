@@ -21,10 +21,14 @@ class SimRobotParams:
     realtime_factor: float = 1.0  # realtime clock only: sim seconds per wall second
     camera_delay_s: float = 0.0  # images show the scene this long before their stamp (latency calibration tests)
     drift: str = ""  # "waist=0.05,...": joints settle this far (rad) from their targets (robot changed since the demos)
+    # lockstep only: control steps per episode, after which commands are refused until the next reset
+    # (0 = no limit); `robot-rl finetune` and `robot-rl eval` set it to their --max-steps
+    episode_steps: int = 0
 
     def validate(self) -> None:
         check(self.realtime_factor > 0, f"must be positive, got {self.realtime_factor}", "realtime_factor")
         check(0 <= self.camera_delay_s <= 1.0, f"must be in [0, 1] s, got {self.camera_delay_s}", "camera_delay_s")
+        check(self.episode_steps >= 0, f"must be >= 0 (0 = no limit), got {self.episode_steps}", "episode_steps")
 
 
 @dataclass

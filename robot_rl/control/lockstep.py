@@ -63,3 +63,25 @@ class RepeatedTaskStates:
             return False
         self.last = key
         return True
+
+
+class StepBudget:
+    """A lockstep sim's control steps per episode (0 = no limit). Past the budget a command is refused
+    until the next reset: a policy command already in flight when the episode manager times out (or an
+    evaluation stops counting) would otherwise step the sim once more and be recorded past `max_steps`."""
+
+    def __init__(self, limit: int):
+        if limit < 0:
+            raise ValueError(f"episode_steps must be >= 0, got {limit}")
+        self.limit, self.taken, self.refused = int(limit), 0, 0
+
+    def reset(self) -> None:
+        self.taken = 0
+
+    def take(self) -> bool:
+        """May the sim step for this command? Counts it either way."""
+        if self.limit and self.taken >= self.limit:
+            self.refused += 1
+            return False
+        self.taken += 1
+        return True

@@ -14,6 +14,7 @@ from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
 from robot_rl.calibration.camera_file import camera_file_path, load_camera_file
+from robot_rl.control.lockstep import StepBudget
 from robot_rl.ros import convert, qos, topics
 from robot_rl.ros.node import OK, WARN, RobotRLNode, run_node
 from robot_rl.sim.driver import Sample, SimDriver
@@ -30,6 +31,7 @@ class SimRobotNode(RobotRLNode):
         self.behind_events = 0
         self.last_observation: list[Sample] = []  # lockstep: re-sent while no command comes
         self.observed_at, self.resends = time.monotonic(), 0
+        self.budget = StepBudget(self.params.episode_steps if self.lockstep else 0)
 
         self.joint_pub = self.create_publisher(JointState, topics.JOINT_STATES, qos.SENSOR)
         self.task_pub = self.create_publisher(String, topics.SIM_TASK_STATE, qos.RELIABLE)
@@ -87,6 +89,7 @@ class SimRobotNode(RobotRLNode):
     def on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         def reset():
             state = self.driver.reset()
+            self.budget.reset()
             self.publish(self.driver.observe_all())
             return state
 
@@ -166,7 +169,8 @@ class SimRobotNode(RobotRLNode):
         while not self.stopping:
             self.run_sim_calls()
             if self.steps_requested.acquire(timeout=0.01):
-                self.publish(self.driver.step_control())
+                if self.budget.take():
+                    self.publish(self.driver.step_control())
             elif self.last_observation and time.monotonic() - self.observed_at > RESEND_S:
                 self.resends += 1
                 self.publish(self.last_observation)
@@ -214,6 +218,7 @@ class SimRobotNode(RobotRLNode):
         values = self.driver.diagnostics()
         values["behind_events"] = self.behind_events
         values["resent_observations"] = self.resends
+        values["commands_past_episode_budget"] = self.budget.refused
         holding = values["holding"] == "true"
         return (WARN if values["estop_active"] == "true" else OK), ("holding" if holding else "tracking command"), values
 
