@@ -4,6 +4,8 @@ calibration-file override, the missing-serial error, and retry with back-off aft
 import rclpy  # noqa: F401  # isort: skip  (before pyrealsense2: see robot_rl/drivers/realsense/__init__.py)
 
 import itertools
+import subprocess
+import sys
 import threading
 import time
 
@@ -388,3 +390,16 @@ def test_real_open_path_keeps_retrying_a_missing_serial():
     run_until(camera, lambda got: camera.retries >= 3, timeout=30)
     assert camera.diagnostics()["state"] in (WAITING, "connecting", "stopped")
     assert all("'000011112222' is not connected" in m for m in logs)
+
+
+@pytest.mark.parametrize("first, ok", [("import rclpy; import pyrealsense2", True),
+                                       ("import pyrealsense2", False), ("import pyrealsense2; import rclpy", False)])
+def test_ros_refuses_to_start_after_pyrealsense2_instead_of_segfaulting(first, ok):
+    """In a fresh process: pyrealsense2 loaded before rclpy segfaults at exit once ROS has started
+    (exit -11); robot_rl.ros catches the order at import and says what to do."""
+    code = f"{first}; import robot_rl.ros.probe as p; import rclpy; rclpy.init(); rclpy.shutdown(); print('ran')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    if ok:
+        assert done.returncode == 0 and "ran" in done.stdout, done.stderr
+    else:
+        assert done.returncode == 1 and "Put `import rclpy` first" in done.stderr, (done.returncode, done.stderr)
