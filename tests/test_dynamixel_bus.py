@@ -282,6 +282,21 @@ def test_out_of_limit_command_is_clipped_before_the_servos(emu):
         arm.disconnect()
 
 
+def test_a_data_less_error_reply_is_a_failed_read_not_a_crash(emu, bus):
+    """A servo that heard a corrupted instruction answers a CRC-error status with no data; the SDK
+    counts that as a successful sync read, and reading its fields used to raise IndexError (which
+    crashed the robot node's arm worker)."""
+    before = bus.read_state()[0]
+    emu.garble_sync_reads(3)
+    with pytest.raises(ServosNotAnswering, match=r"id 3 \(elbow\)") as err:
+        bus.read_state()
+    assert err.value.ids == [3] and bus.read_failures == 1
+    assert bus.read_state()[0] == pytest.approx(before, abs=0.002)  # the next read is whole again
+    emu.garble_sync_reads(5)
+    with pytest.raises(ServosNotAnswering, match=r"id 5 \(wrist_roll\)"):
+        bus.read_positions()
+
+
 def test_servo_that_stops_answering_makes_the_arm_hold_and_is_named(emu):
     arm = FollowerArm(make_profile(emu.port))
     arm.connect()

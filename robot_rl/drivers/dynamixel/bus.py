@@ -228,14 +228,19 @@ class DynamixelBus:
     # -- cyclic access --------------------------------------------------------------------------
     def _sync_read(self, group: GroupSyncRead) -> None:
         result = self._io(group.txRxPacket)
-        if result == COMM_SUCCESS:
+        # the SDK calls a reply without the asked-for data a success (an error status, e.g. a servo
+        # that heard a corrupted instruction): reading its fields would raise IndexError
+        short = [i for i in self.ids if len(group.data_dict.get(i) or ()) < group.data_length]
+        if result == COMM_SUCCESS and not short:
             return
         self.read_failures += 1
         silent = [i for i in self.ids if self._io(self.packet.ping, self.port, i)[1] != COMM_SUCCESS]
-        if not silent:  # a one-off glitch: blame the first servo whose reply did not arrive
-            silent = [next((i for i in self.ids if not group.data_dict.get(i)), self.ids[0])]
-        raise ServosNotAnswering(f"{self.role} arm servo {self.map.describe(silent)} stopped answering on "
-                                 f"{self.spec.port}: check its cable and power", silent)
+        if silent:
+            raise ServosNotAnswering(f"{self.role} arm servo {self.map.describe(silent)} stopped answering on "
+                                     f"{self.spec.port}: check its cable and power", silent)
+        blamed = short[:1] or [self.ids[0]]  # a one-off glitch: the first servo whose reply was incomplete
+        raise ServosNotAnswering(f"{self.role} arm servo {self.map.describe(blamed)} sent an incomplete reply on "
+                                 f"{self.spec.port}: check its cable and power (noise on the bus)", blamed)
 
     def read_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Positions, velocities (joint units) and effort (Present Current/Load register, signed) in joint order."""

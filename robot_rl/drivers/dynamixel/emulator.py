@@ -35,6 +35,7 @@ class EmulatedServo:
     position: float  # ticks (continuous)
     tau: float = 0.02  # s, first-order position response
     answering: bool = True
+    garbled_reads: int = 0  # the next sync reads get a data-less CRC-error status (it heard a corrupted packet)
     velocity: float = 0.0  # ticks/s
     table: bytearray = field(default_factory=lambda: bytearray(p.TABLE_SIZE))
 
@@ -146,6 +147,12 @@ class ServoChainEmulator:
     def set_answering(self, servo_id: int, answering: bool) -> None:
         with self.lock:
             self.servos[servo_id].answering = answering
+
+    def garble_sync_reads(self, servo_id: int, count: int = 1) -> None:
+        """The servo's next `count` sync-read replies are a CRC-error status without data, as a real
+        servo answers an instruction that arrived corrupted (noise on the bus, a half-seated cable)."""
+        with self.lock:
+            self.servos[servo_id].garbled_reads = count
 
     def set_position(self, servo_id: int, ticks: float) -> None:
         """Move a servo by hand (meaningful with torque off; a torque-on servo pulls back to its goal)."""
@@ -310,7 +317,10 @@ class ServoChainEmulator:
             s = hearing.get(servo_id)
             if s is None:
                 continue
-            if addr + size > p.TABLE_SIZE:
+            if s.garbled_reads:
+                s.garbled_reads -= 1
+                out += p.build_status(s.id, p.ERR_CRC | self._alert(s))
+            elif addr + size > p.TABLE_SIZE:
                 out += p.build_status(s.id, p.ERR_ACCESS | self._alert(s))
             else:
                 out += p.build_status(s.id, self._alert(s), bytes(s.table[addr:addr + size]))
