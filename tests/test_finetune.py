@@ -70,6 +70,41 @@ def test_finetune_session_extends_the_store_and_trains(tmp_path, ros_domain):
     assert cache_path(store, checkpoint_hash(base), obs_horizon=2, tag="features").exists()
 
 
+@pytest.mark.timeout(600)
+def test_finetune_with_a_gated_offset_residual(tmp_path, ros_domain):
+    """decision: offset through the graph: the policy node changes a joint offset every 4 ticks while the
+    gate is open (here: always), the learner cuts the recorded rollouts into the same decisions and the
+    policy accepts its weights."""
+    base = tiny_checkpoints(tmp_path / "base", PROFILE)["bc"]
+    store = tmp_path / "store.zarr"
+    write_episodes(PROFILE, store, "demo", 2)
+    run = tmp_path / "run"
+    rl_config = tmp_path / "rl.yaml"
+    rl_config.write_text("preset: tiny\ndecision: offset\ndemo_fraction: 0\nutd: 0.5\nwarmup_env_steps: 40\n"
+                         "critic_warmup_updates: 20\noffset: {space: joint, gate_below: 1.0, range: 0.1}\n")
+    result = subprocess.run([sys.executable, "-m", "robot_rl.cli.main", "finetune", "--base", str(base),
+                             "--store", str(store), "--rl-config", str(rl_config), "--episodes", "8",
+                             "--max-steps", "30", "--run-dir", str(run)], capture_output=True, text=True, timeout=540)
+    log = (run / "graph.log").read_text() if (run / "graph.log").exists() else ""
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:] + log[-3000:]
+    s = Store.open(store)
+    rollouts = [m for m in s.episodes_meta() if m["source"] == "rollout"]
+    assert len(rollouts) == 8
+    blocks = 0
+    for m in rollouts:
+        e = s.read_episode(m["index"])
+        assert not e["residual"][:, 5].any() and np.abs(e["residual"]).max() <= 0.1 + 1e-6  # arm only, in range
+        for k in range(0, m["length"] - 3, 4):  # one offset per 4 ticks (no joint limit near here)
+            assert np.allclose(e["residual"][k:k + 4], e["residual"][k], atol=1e-6)
+            blocks += 1
+    assert blocks >= 16 and np.abs(e["residual"]).max() > 0  # the last rollout explored offsets
+    done = [json.loads(line) for line in (run / "session.jsonl").read_text().splitlines()]
+    done = [e for e in done if e["event"] == "episode_done"]
+    learner, policy = done[-1]["learner"], done[-1]["policy"]
+    assert int(learner["env_steps"]) > 0 and int(learner["online_size"]) > 0
+    assert int(policy["weights_accepted"]) >= 1 and int(policy["weights_rejected"]) == 0, policy
+
+
 def _diag(probe, node):
     """Newest /diagnostics key/values of `node` seen by the probe ({} if none)."""
     for arrival in reversed(probe.arrivals[topics.DIAGNOSTICS]):

@@ -18,7 +18,8 @@ from robot_rl.config.typed import ConfigError
 from robot_rl.data.schema import KeySpec
 from robot_rl.data.store import Store
 from robot_rl.rl import (
-    ReplayBuffer, ResidualPolicy, ResidualTD3, StoreFeeder, WeightsRejected, agent_from_store, export_actor_weights,
+    ReplayBuffer, ResidualPolicy, ResidualTD3, StoreFeeder, WeightsRejected, agent_from_store, config_from_dict,
+    export_actor_weights,
     ingest, load_actor_weights, load_checkpoint, load_config, make_buffers, n_step_returns, policy_from_weights,
     preset, relabel_episodes, sample_batch, save_checkpoint,
 )
@@ -90,6 +91,11 @@ def test_config_defaults_presets_and_errors(tmp_path):
     f.write_text("preset: cpu_small\nactor_lr: 3.0e-6\nencoder: {image_size: 48}\n")
     loaded = load_config(f)
     assert loaded.actor_lr == 3e-6 and loaded.encoder.image_size == 48 and loaded.encoder.conv_channels == 16
+    f.write_text("actor_lr: 1e-6\ncritic_lr: 2E-4\n")  # YAML 1.1 reads these as strings; they are numbers
+    assert (load_config(f).actor_lr, config_from_dict({"tau": "5e-3"}).tau) == (1e-6, 5e-3)
+    f.write_text("actor_lr: 1e-6x\n")
+    with pytest.raises(ConfigError, match="actor_lr: must be a number, got '1e-6x'"):
+        load_config(f)
     f.write_text("preset: cpu_small\nencoder: {image_sise: 48}\n")
     with pytest.raises(ConfigError, match=r"rl.yaml: encoder.image_sise: unknown field \(did you mean 'image_size'"):
         load_config(f)

@@ -20,6 +20,7 @@ from robot_rl.rl import WeightsRejected, architecture, load_config, policy_from_
 from robot_rl.rl.encoder import BASE_FEATURES, obs_spec_from_keys
 from robot_rl.rl.decisions import ChunkHold
 from robot_rl.rl.networks import exploration_noise
+from robot_rl.rl.offset import GatedOffset, OffsetSpace
 
 
 @dataclass
@@ -45,7 +46,9 @@ class ResidualRunner:
             if not base_feature_dim:
                 raise ConfigError("encoder.base_features needs the base policy's feature size", "rl_config")
             spec[BASE_FEATURES] = KeySpec((int(base_feature_dim),), "float32")
-        self.expected = architecture(cfg, spec, len(profile.robot.joints))
+        # decision: offset: the actor changes a gated, persistent offset (rl/offset.py), not the command
+        self.gated = GatedOffset(OffsetSpace(cfg.offset, profile)) if cfg.decision == "offset" else None
+        self.expected = architecture(cfg, spec, self.gated.space.dim if self.gated else len(profile.robot.joints))
         self.policy = None
         self.meta: dict = {}
         self.counters = ResidualCounters()
@@ -86,6 +89,8 @@ class ResidualRunner:
         """A new episode: decide afresh and, with `explore_hold: episode`, draw its exploration anew."""
         self.interrupted()
         self._episode_noise = None
+        if self.gated is not None:
+            self.gated.reset()
 
     def interrupted(self) -> None:
         """Ticks were not the residual's (a human drove): the next tick decides afresh."""
@@ -94,16 +99,28 @@ class ResidualRunner:
 
     def apply(self, obs: dict[str, np.ndarray], base: np.ndarray, phase: int, explore: bool) -> np.ndarray:
         """The residual (raw joint units) for this tick; the command is base + residual, clipped by the caller.
-        With `decision: chunk` the residual chosen at the chunk's first tick, held for its other ticks."""
+        With `decision: chunk` the residual chosen at the chunk's first tick, held for its other ticks;
+        with `decision: offset` the gated offset, changed by the actor when a decision is due."""
+        if self.gated is not None:
+            if self.gated.tick(base) and self.policy is not None:  # the actor's "base" is the current offset
+                self.gated.set(self._act(obs, self.gated.offset, 0, explore).action[0].numpy())
+            return self.gated.residual(base)
         if self.per_chunk:
             return self._held_residual.at(phase, lambda: self._residual(obs, base, phase, explore))
         return self._residual(obs, base, phase, explore)
 
-    @torch.no_grad()
     def _residual(self, obs: dict[str, np.ndarray], base: np.ndarray, phase: int, explore: bool) -> np.ndarray:
-        policy, meta = self.policy, self.meta
-        if policy is None:
+        if self.policy is None:
             return np.zeros_like(base)
+        out = self._act(obs, base, phase, explore)
+        # The pure residual in joint units: the caller adds it to the base and clips to the joint limits,
+        # so a zero residual reproduces the base exactly even outside the learner's widened action range.
+        return (out.residual_normalized[0] * self.policy.action_norm.half_range).numpy().astype(np.float64)
+
+    @torch.no_grad()
+    def _act(self, obs: dict[str, np.ndarray], base: np.ndarray, phase: int, explore: bool):
+        """The policy on one observation and (raw) base action, with the learner's exploration."""
+        policy, meta = self.policy, self.meta
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v))[None] for k, v in obs.items()}
         kind = meta.get("exploration", "gaussian") if explore else "none"
         std, clip, uniform = meta.get("explore_std", 0.05), meta.get("explore_clip", 0.3), meta.get("warmup_noise", 0.2)
@@ -118,10 +135,7 @@ class ResidualRunner:
             if self._episode_noise is None:
                 self._episode_noise = draw()
             noise = self._episode_noise
-        elif kind != "none" and hold == "chunk" and not self.per_chunk:  # one draw per chunk
+        elif kind != "none" and hold == "chunk" and not self.per_chunk and self.gated is None:  # one per chunk
             noise = self._held_noise.at(phase, draw)
-        out = policy(tensors, torch.from_numpy(np.asarray(base, np.float32))[None], torch.tensor([phase]),
-                     explore=kind, std=std, clip=clip, uniform=uniform, generator=self.generator, noise=noise)
-        # The pure residual in joint units: the caller adds it to the base and clips to the joint limits,
-        # so a zero residual reproduces the base exactly even outside the learner's widened action range.
-        return (out.residual_normalized[0] * policy.action_norm.half_range).numpy().astype(np.float64)
+        return policy(tensors, torch.from_numpy(np.asarray(base, np.float32))[None], torch.tensor([phase]),
+                      explore=kind, std=std, clip=clip, uniform=uniform, generator=self.generator, noise=noise)

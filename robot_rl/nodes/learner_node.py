@@ -37,7 +37,8 @@ class LearnerNode(RobotRLNode):
             cfg = load_config(p.config) if p.config else preset(p.preset)
             cfg = config_from_dict({**_as_dict(cfg), "chunk_length": base.exec_horizon,
                                     "base_obs_horizon": base.obs_horizon})
-            self.learner = Learner(p.store.replace("{profile}", self.profile.name), base, cfg, p.run_dir)
+            self.learner = Learner(p.store.replace("{profile}", self.profile.name), base, cfg, p.run_dir,
+                                   profile=self.profile)
         except (ValueError, KeyError, LearnerError) as e:
             raise ConfigError(str(e), "learner.params", self.profile.source) from None
         self.weights_pub = self.create_publisher(UInt8MultiArray, topics.LEARNER_WEIGHTS, qos.LATCHED)

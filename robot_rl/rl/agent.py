@@ -43,7 +43,8 @@ class ResidualTD3:
             self.policy = ResidualPolicy(self.arch)
             self.critic = self._make_critic(critic_input_dim(self.policy), cfg)
         if action_low is not None:
-            self.policy.action_norm = ActionNormalizer(action_low, action_high, cfg.action_scale)
+            self.policy.action_norm = ActionNormalizer(action_low, action_high, cfg.action_scale,
+                                                       exact=cfg.decision == "offset")  # offset/range
         if low_dim_mean is not None:
             self.policy.encoder.set_low_dim_stats(low_dim_mean, low_dim_std)
         self.actor_target = copy.deepcopy(self.policy.actor)
@@ -102,7 +103,7 @@ class ResidualTD3:
         if steps < self.cfg.warmup_env_steps:
             return 0
         budget = self.cfg.critic_warmup_updates + self.cfg.utd * (steps - self.cfg.warmup_env_steps)
-        return max(0, budget - self.critic_updates)
+        return max(0, int(budget) - self.critic_updates)
 
     # ---- acting -------------------------------------------------------------------------------
 
@@ -152,6 +153,8 @@ class ResidualTD3:
 
     def run_updates(self, online: ReplayBuffer, demo: ReplayBuffer | None, limit: int | None = None) -> list[dict]:
         """As many updates as the UTD throttle allows now (at most `limit`)."""
+        if not len(online) and not (demo is not None and len(demo)):
+            return []  # nothing to train on yet (decision: offset before any gate opened)
         n = self.updates_allowed()
         n = n if limit is None else min(n, limit)
         return [self.update(self.sample(online, demo)) for _ in range(n)]

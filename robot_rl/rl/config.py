@@ -44,6 +44,27 @@ class EncoderConfig:
 
 
 @dataclass
+class OffsetConfig:
+    """`decision: offset` (rl/offset.py): a persistent correction that each decision changes by a step,
+    acting only while the base commands `gate_joint` below `gate_below` (the gripper closed: carrying)
+    and frozen from then on (placing: it must survive the release)."""
+
+    gate_joint: str = ""  # "" = the profile's gripper joint
+    gate_below: float = 0.02
+    # "tcp_xy": the tool frame's horizontal position (m), mapped to `joints` each tick through the profile
+    # kinematics' position Jacobian at the base's command; "joint": `joints` directly (rad / m)
+    space: Literal["tcp_xy", "joint"] = "tcp_xy"
+    joints: list[str] = field(default_factory=list)  # [] = every joint but the gate joint
+    frame: str = ""  # tcp_xy: the kinematic chain's frame that moves ("" = its last, the tcp)
+    range: float = 0.04  # max |offset| per dimension (m, rad)
+    every: int = 4  # one decision per this many ticks of the open gate
+
+    def validate(self) -> None:
+        check(self.range > 0, "must be > 0", "range")
+        check(self.every >= 1, "must be >= 1", "every")
+
+
+@dataclass
 class ResidualRLConfig:
     """TD3-style residual learner (ResFiT recipe values as defaults)."""
 
@@ -55,7 +76,9 @@ class ResidualRLConfig:
     # "step": a residual every control tick (the recipe); "chunk": one residual per base chunk, chosen
     # at its first tick and held (the critic scores chunk decisions; n_step counts decisions, the
     # discount is gamma ** ticks; no phase input). rl/decisions.py says why.
-    decision: Literal["step", "chunk"] = "step"
+    # "offset": a persistent correction the actor changes in steps while a gate is open (`offset:`,
+    # rl/offset.py); action_scale is then the largest change per decision, as a fraction of offset.range.
+    decision: Literal["step", "chunk", "offset"] = "step"
     chunk_length: int = 8  # executed steps per base chunk (H_exec); phase = step mod chunk_length
     action_bounds: Literal["data", "limits"] = "data"  # min-max of demo actions, or the profile's joint limits
     # -- critic ensemble --------------------------------------------------------------------------
@@ -87,7 +110,7 @@ class ResidualRLConfig:
     actor_loss: Literal["q", "awac"] = "q"
     awac_beta: float = 0.01  # advantage temperature (Q units); smaller = greedier
     # -- schedule ---------------------------------------------------------------------------------
-    utd: int = 4  # critic updates per env step
+    utd: float = 4  # critic updates per env step (decision: offset has ~0.1 decisions per step: < 1 fits)
     actor_every: int = 4  # one actor update per this many critic updates
     batch_size: int = 256
     demo_fraction: float = 0.5  # symmetric sampling: half online, half demo
@@ -107,10 +130,11 @@ class ResidualRLConfig:
     replay_device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda for low-dim, cpu with cameras
     seed: int = 0
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    offset: OffsetConfig = field(default_factory=OffsetConfig)
 
     def validate(self) -> None:
         for name in ("actor_hidden", "actor_layers", "critic_hidden", "critic_layers", "num_critics", "n_step",
-                     "utd", "actor_every", "batch_size", "chunk_length", "online_capacity", "demo_capacity",
+                     "actor_every", "batch_size", "chunk_length", "online_capacity", "demo_capacity",
                      "base_obs_horizon"):
             check(getattr(self, name) >= 1, "must be >= 1", name)
         check(0 < self.action_scale <= 1, "must be in (0, 1]", "action_scale")
@@ -124,6 +148,9 @@ class ResidualRLConfig:
         check(self.critic_lr > 0 and self.actor_lr > 0, "learning rates must be > 0",
               "critic_lr" if self.critic_lr <= 0 else "actor_lr")
         check(self.grad_clip > 0, "must be > 0", "grad_clip")
+        check(self.utd > 0, "must be > 0", "utd")
+        check(self.decision != "offset" or self.demo_fraction == 0, "decision: offset learns from rollouts "
+              "only (a demo has no offset decisions): set demo_fraction: 0", "demo_fraction")
         check(self.awac_beta > 0, "must be > 0", "awac_beta")
         check(0 <= self.demo_fraction <= 1, "must be in [0, 1]", "demo_fraction")
 
@@ -166,6 +193,16 @@ PRESETS: dict[str, dict[str, Any]] = {
                       awac_beta=0.003, warmup_noise=0.05, explore_std=0.08, explore_clip=0.16, target_noise=0.02,
                       target_noise_clip=0.04, online_capacity=100_000, demo_capacity=50_000,
                       encoder={"use_cameras": False, "low_dim_hidden": 128, "base_features": True}),
+    # A 2-core CPU session for a pick-and-place base whose misses are placements: one offset decision per
+    # 4 ticks while it carries (tcp xy, +-7 cm, a change of at most 0.4 of that per decision), a penalty on
+    # the change, ~0.4 critic updates per env step (~4 per decision). The study behind it: docs/residual_rl.md,
+    # "Fewer, larger decisions" (its +-4 cm offset was normalised by +-7 cm, so it could reach that).
+    "cpu_offset": dict(actor_hidden=256, critic_hidden=256, num_critics=4, batch_size=128, decision="offset",
+                       action_scale=0.4, actor_lr=1e-4, residual_l2=0.5, demo_fraction=0.0, utd=0.4,
+                       warmup_env_steps=3_000, critic_warmup_updates=2_000, warmup_noise=0.1, explore_std=0.05,
+                       explore_clip=0.1, target_noise=0.02, target_noise_clip=0.05, online_capacity=100_000,
+                       demo_capacity=10_000, offset={"range": 0.07},
+                       encoder={"use_cameras": False, "low_dim_hidden": 128}),
     # Unit tests and smoke runs: seconds, not hours.
     "tiny": dict(actor_hidden=64, actor_layers=2, critic_hidden=64, num_critics=4, batch_size=64,
                     warmup_env_steps=100, critic_warmup_updates=100, online_capacity=10_000, demo_capacity=10_000,
@@ -204,4 +241,4 @@ def load_config(path: str | Path) -> ResidualRLConfig:
         raise e.located(path) if e.source is None else e from None
 
 
-__all__ = ["EncoderConfig", "ResidualRLConfig", "PRESETS", "preset", "config_from_dict", "load_config"]
+__all__ = ["EncoderConfig", "OffsetConfig", "ResidualRLConfig", "PRESETS", "preset", "config_from_dict", "load_config"]

@@ -23,6 +23,7 @@ from robot_rl.rl.config import ResidualRLConfig
 from robot_rl.rl.decisions import chunk_phases, episode_transitions
 from robot_rl.rl.encoder import BASE_FEATURES, is_camera, obs_spec_from_keys
 from robot_rl.rl.normalize import data_bounds
+from robot_rl.rl.offset import OffsetSpace, offset_transitions
 from robot_rl.rl.relabel import BaseActionFn, RelabelStats, relabel_episodes
 from robot_rl.rl.replay import ReplayBuffer
 
@@ -35,10 +36,11 @@ def demo_episodes(store: Store, cfg: ResidualRLConfig) -> list[int]:
 
 
 def agent_from_store(store: Store, cfg: ResidualRLConfig, device=None,
-                     base_feature_dim: int | None = None) -> ResidualTD3:
+                     base_feature_dim: int | None = None, offset_space: OffsetSpace | None = None) -> ResidualTD3:
     """A fresh agent shaped by the store: observation layout, action bounds (demo min-max or the
     profile's joint limits) and low-dim standardisation statistics from the demos. With
-    `encoder.base_features`, `base_feature_dim` is the base's (features enter unstandardised)."""
+    `encoder.base_features`, `base_feature_dim` is the base's (features enter unstandardised). With
+    `decision: offset` its actions are offsets in `offset_space`, bounded by the offset range."""
     obs_spec = obs_spec_from_keys(store.keys, cfg.encoder)
     if cfg.encoder.base_features:
         if not base_feature_dim:
@@ -48,7 +50,12 @@ def agent_from_store(store: Store, cfg: ResidualRLConfig, device=None,
     demos = demo_episodes(store, cfg)
     low_keys = sorted(k for k, s in obs_spec.items() if not is_camera(k, s) and k != BASE_FEATURES)
     data = store.load(["action", *low_keys], episodes=demos) if demos else None
-    if cfg.action_bounds == "data" and data is not None:
+    if cfg.decision == "offset":
+        if offset_space is None:
+            raise ValueError("decision: offset needs the offset space (OffsetSpace(cfg.offset, profile))")
+        n = offset_space.dim
+        low, high = np.full(n, -offset_space.range), np.full(n, offset_space.range)
+    elif cfg.action_bounds == "data" and data is not None:
         low, high = data_bounds(data["action"])
     else:
         spec = store.attrs.get("action", {})
@@ -97,8 +104,12 @@ class StoreFeeder:
 
     def __init__(self, store: Store, agent: ResidualTD3, online: ReplayBuffer, demo: ReplayBuffer, *,
                  base_action_fn: BaseActionFn | None = None, base_hash: str | None = None,
-                 cache_dir: str | os.PathLike | None = None, base_features_fn: BaseActionFn | None = None):
+                 cache_dir: str | os.PathLike | None = None, base_features_fn: BaseActionFn | None = None,
+                 offset_space: OffsetSpace | None = None):
         self.store, self.agent, self.online, self.demo = store, agent, online, demo
+        self.offset_space = offset_space
+        if agent.cfg.decision == "offset" and offset_space is None:
+            raise ValueError("decision: offset needs the offset space (OffsetSpace(cfg.offset, profile))")
         self.base_action_fn, self.base_hash, self.cache_dir = base_action_fn, base_hash, cache_dir
         self.base_features_fn = base_features_fn
         if BASE_FEATURES in agent.obs_spec and (base_features_fn is None or not base_hash):
@@ -115,7 +126,8 @@ class StoreFeeder:
         todo = meta[self.next_episode:upto]
         result = FeedResult()
         cfg = self.agent.cfg
-        demos = [m["index"] for m in todo if m["source"] == "demo" and (m["success"] or not cfg.demos_successful_only)]
+        demos = [m["index"] for m in todo if m["source"] == "demo" and (m["success"] or not cfg.demos_successful_only)
+                 and cfg.decision != "offset"]  # a demo has no offset decisions: nothing to relabel
         relabelled: dict[int, np.ndarray] = {}
         if demos:
             if self.base_action_fn is None or not self.base_hash:
@@ -147,6 +159,8 @@ class StoreFeeder:
 
     def _add(self, m: dict, relabel: np.ndarray | None, result: FeedResult, features: np.ndarray | None) -> None:
         src, success = m["source"], m["success"]
+        if self.offset_space is not None:
+            return self._add_offset(m, result, features)
         if (src == "demo" and relabel is None) or (src != "demo" and src not in ONLINE_SOURCES):
             result.skipped.append(m["index"])
             return
@@ -167,6 +181,24 @@ class StoreFeeder:
             result.env_steps += m["length"]
         if src == "demo" or (src == "intervention" and cfg.interventions_to_demo):
             result.demo_transitions += self.demo.add_episode(**batch, terminal=success)
+
+
+    def _add_offset(self, m: dict, result: FeedResult, features: np.ndarray | None) -> None:
+        """decision: offset learns from the policy's rollouts only: a demo or an intervention has no
+        offset decisions (a human's correction is not a gated, held offset)."""
+        if m["source"] != "rollout":
+            result.skipped.append(m["index"])
+            return
+        ep = self.store.load(self._keys, episodes=[m["index"]])
+        cfg = self.agent.cfg
+        obs = {k: ep[k] for k in self.agent.obs_spec if k != BASE_FEATURES}
+        if features is not None:  # the base's features of the chunk each tick belongs to
+            obs[BASE_FEATURES] = features
+        batch = offset_transitions(self.offset_space, obs, ep["base_action"],
+                                   ep["action"], m["success"], action_scale=cfg.action_scale, gamma=cfg.gamma)
+        if batch is not None:
+            result.online_transitions += self.online.add_episode(**batch, terminal=True)
+        result.env_steps += m["length"]
 
 
 def ingest(feeder: StoreFeeder, agent: ResidualTD3) -> FeedResult:

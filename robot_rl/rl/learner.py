@@ -12,6 +12,7 @@ from robot_rl.data.store import Store
 from robot_rl.rl.checkpoint import export_actor_weights, load_checkpoint, save_checkpoint
 from robot_rl.rl.config import ResidualRLConfig
 from robot_rl.rl.feed import StoreFeeder, agent_from_store, ingest, make_buffers
+from robot_rl.rl.offset import OffsetSpace
 
 
 class LearnerError(RuntimeError):
@@ -35,7 +36,8 @@ def base_features_fn_for(base):
 
 
 class Learner:
-    def __init__(self, store_path: str | Path, base, cfg: ResidualRLConfig, run_dir: str | Path, device=None):
+    def __init__(self, store_path: str | Path, base, cfg: ResidualRLConfig, run_dir: str | Path, device=None,
+                 profile=None):
         self.store_path, self.run_dir = Path(store_path), Path(run_dir)
         try:
             self.store = Store.open(self.store_path)
@@ -53,12 +55,19 @@ class Learner:
         self.resumed = (self.checkpoint_dir / "state.json").is_file()
         if self.resumed:
             self.agent = load_checkpoint(self.checkpoint_dir, device=device)
-        else:
-            self.agent = agent_from_store(self.store, cfg, device=device, base_feature_dim=base.feature_dim)
+            cfg = self.agent.cfg
+        offset_space = None
+        if cfg.decision == "offset":  # where the offset lives needs the robot's joints and kinematics
+            if profile is None:
+                raise LearnerError("decision: offset needs the robot profile (its joints and kinematics)")
+            offset_space = OffsetSpace(cfg.offset, profile)
+        if not self.resumed:
+            self.agent = agent_from_store(self.store, cfg, device=device, base_feature_dim=base.feature_dim,
+                                          offset_space=offset_space)
         self.online, self.demo = make_buffers(self.agent)
         self.feeder = StoreFeeder(self.store, self.agent, self.online, self.demo,
                                   base_action_fn=base_action_fn_for(base), base_hash=base.checkpoint_hash,
-                                  base_features_fn=base_features_fn_for(base))
+                                  base_features_fn=base_features_fn_for(base), offset_space=offset_space)
         if self.resumed:  # rebuild the buffers without counting those env steps twice
             self.feeder.poll(limit=self.agent.counters["episodes_ingested"])
         self.metrics: dict[str, float] = {}
@@ -75,6 +84,8 @@ class Learner:
     def train(self, max_updates: int = 50) -> int:
         """Up to `max_updates` updates, never beyond what the update-to-data ratio allows."""
         done = 0
+        if not len(self.online) and not len(self.demo):
+            return 0  # nothing to train on yet (decision: offset before any gate opened)
         while done < max_updates and self.agent.updates_allowed() > 0:
             self.metrics = self.agent.update(self.agent.sample(self.online, self.demo))
             done += 1

@@ -238,8 +238,10 @@ def architecture(cfg: ResidualRLConfig, obs_spec: Mapping[str, KeySpec], action_
         "action_scale": float(cfg.action_scale), "actor_hidden": cfg.actor_hidden, "actor_layers": cfg.actor_layers,
         "phase_encoding": cfg.phase_encoding, "chunk_length": cfg.chunk_length, "encoder": to_dict(cfg.encoder),
     }
-    if cfg.decision == "chunk":  # taken at the chunk's first tick: no phase input. (No key for "step", so
-        arch.update(decision="chunk", phase_encoding="none")  # weights saved before it stay loadable.)
+    if cfg.decision != "step":  # taken at a chunk's first tick or by the offset's gate: no phase input.
+        arch.update(decision=cfg.decision, phase_encoding="none")  # (No key for "step": older weights load.)
+    if cfg.decision == "offset":  # the node must cut episodes into the decisions the learner scores
+        arch["offset"] = to_dict(cfg.offset)
     return arch
 
 

@@ -14,7 +14,10 @@ MIN_RANGE = 0.1  # a joint that (almost) never moved in the demos still gets a u
 
 
 class ActionNormalizer(nn.Module):
-    def __init__(self, low, high, action_scale: float):
+    """`exact`: [low, high] maps to [-1, 1] as is (a hard box such as an offset's range, not a demo range
+    that base + residual must be able to reach beyond)."""
+
+    def __init__(self, low, high, action_scale: float, exact: bool = False):
         super().__init__()
         low, high = np.asarray(low, dtype=np.float32), np.asarray(high, dtype=np.float32)
         if low.shape != high.shape or low.ndim != 1:
@@ -23,7 +26,7 @@ class ActionNormalizer(nn.Module):
         if not (np.isfinite(low).all() and np.isfinite(high).all()) or bool((high < low).any()):
             raise ValueError("action bounds must be finite with high >= low")
         low, high = torch.as_tensor(low), torch.as_tensor(high)  # (meta tensors when built on "meta")
-        half = ((high - low).clamp_min(MIN_RANGE) / 2) * (1.0 + action_scale)
+        half = (high - low) / 2 if exact else ((high - low).clamp_min(MIN_RANGE) / 2) * (1.0 + action_scale)
         self.register_buffer("center", (high + low) / 2)
         self.register_buffer("half_range", half)
 

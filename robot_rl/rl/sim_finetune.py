@@ -4,8 +4,8 @@ The same agent, replay buffers, demo relabelling, decisions (rl/decisions.py) an
 schedule as the learner node, with rollouts and updates interleaved in one process, so a
 configuration can be tried in minutes before a real session through the ROS graph (`robot-rl
 finetune`). Rollouts mirror the policy node: the base's chunk is executed open loop with the residual
-added at every tick (computed per tick, or once per chunk and held with `decision: chunk`), the
-command clipped to the joint limits; periodic deterministic evaluations on fixed layouts give the
+added at every tick (computed per tick, once per chunk and held with `decision: chunk`, or the gated
+offset of `decision: offset`), the command clipped to the joint limits; periodic deterministic evaluations on fixed layouts give the
 learning curve.
 
     python -m robot_rl.rl.sim_finetune --base runs/bc/final --store data/sim.zarr --env-steps 30000 \
@@ -28,6 +28,7 @@ from robot_rl.rl.decisions import ChunkHold, episode_transitions
 from robot_rl.rl.encoder import BASE_FEATURES
 from robot_rl.rl.feed import StoreFeeder, agent_from_store, make_buffers
 from robot_rl.rl.learner import base_action_fn_for, base_features_fn_for
+from robot_rl.rl.offset import GatedOffset, OffsetSpace, offset_transitions
 from robot_rl.stats import wilson
 
 
@@ -44,6 +45,7 @@ def rollout(robot, profile, base, agent: ResidualTD3, seed: int, *, max_steps: i
     # held for the chunk: the whole residual (decision: chunk) or only its exploration noise
     held_noise = ChunkHold() if explore and agent.cfg.explore_hold == "chunk" and not per_chunk else None
     held_residual = ChunkHold() if per_chunk else None
+    gated = GatedOffset(OffsetSpace(agent.cfg.offset, profile)) if agent.cfg.decision == "offset" else None
     half = agent.policy.action_norm.half_range.cpu().numpy()
     episode_noise = agent.draw_noise((1, len(half)), True) if explore and agent.cfg.explore_hold == "episode" else None
 
@@ -53,6 +55,13 @@ def rollout(robot, profile, base, agent: ResidualTD3, seed: int, *, max_steps: i
                                 torch.tensor([phase]), explore=explore, noise=noise)
         return out.residual_normalized[0].cpu().numpy() * half
 
+    def offset_now(obs, act) -> np.ndarray:  # decision: offset: the residual of the gated offset
+        if gated.tick(act):
+            out = agent.policy_step({k: obs[k][None] for k in obs_keys}, gated.offset[None].astype(np.float32),
+                                    torch.zeros(1, dtype=torch.long), explore=explore)
+            gated.set(out.action[0].cpu().numpy())
+        return gated.residual(act)
+
     for _ in range(max_steps):
         obs = observe(robot, profile)
         act, phase = chunks.next(obs)
@@ -60,7 +69,9 @@ def rollout(robot, profile, base, agent: ResidualTD3, seed: int, *, max_steps: i
             obs[BASE_FEATURES] = chunks.features
         act = np.asarray(act, dtype=np.float64)
         res = np.zeros_like(act)
-        if residual:
+        if residual and gated is not None:
+            res = offset_now(obs, act)
+        elif residual:
             res = held_residual.at(phase, lambda: residual_now(obs, act, phase)) if per_chunk else \
                 residual_now(obs, act, phase)
         command = np.clip(act + res, lower, upper)
@@ -79,15 +90,21 @@ def rollout(robot, profile, base, agent: ResidualTD3, seed: int, *, max_steps: i
     return ep
 
 
-def add_rollout(agent: ResidualTD3, online, ep: dict) -> None:
+def add_rollout(agent: ResidualTD3, online, ep: dict, profile=None) -> None:
     cfg, norm = agent.cfg, agent.policy.action_norm
+    agent.record_env_steps(len(ep["action"]), 1)
+    if cfg.decision == "offset":
+        batch = offset_transitions(OffsetSpace(cfg.offset, profile), {k: ep[k] for k in agent.obs_spec}, ep["base"],
+                                   ep["action"], bool(ep["success"]), action_scale=cfg.action_scale, gamma=cfg.gamma)
+        if batch is not None:
+            online.add_episode(**batch, terminal=True)
+        return
     reward = np.zeros(len(ep["action"]), np.float32)
     reward[-1] = float(ep["success"])
     batch = episode_transitions(cfg.decision, {k: ep[k] for k in agent.obs_spec}, norm.normalize_np(ep["base"]),
                                 norm.normalize_np(ep["action"]), reward, ep["phase"], action_scale=cfg.action_scale,
                                 project=cfg.project_actions, gamma=cfg.gamma)
     online.add_episode(**batch, terminal=bool(ep["success"]))
-    agent.record_env_steps(len(reward), 1)
 
 
 def evaluate(robot, profile, base, agent, episodes: int, seed: int, max_steps: int, lower, upper,
@@ -120,10 +137,11 @@ def study(base_dir: Path, store_path: Path, cfg, *, env_steps: int, eval_every: 
     base = load_policy(base_dir, profile)
     cfg = cfg.replace(chunk_length=base.exec_horizon, base_obs_horizon=base.obs_horizon, seed=seed)
     store = Store.open(store_path)
-    agent = agent_from_store(store, cfg, base_feature_dim=base.feature_dim)
+    space = OffsetSpace(cfg.offset, profile) if cfg.decision == "offset" else None
+    agent = agent_from_store(store, cfg, base_feature_dim=base.feature_dim, offset_space=space)
     online, demo = make_buffers(agent)
     StoreFeeder(store, agent, online, demo, base_action_fn=base_action_fn_for(base), base_hash=base.checkpoint_hash,
-                base_features_fn=base_features_fn_for(base)).poll()
+                base_features_fn=base_features_fn_for(base), offset_space=space).poll()
     lower = np.array([j.lower for j in profile.robot.joints])
     upper = np.array([j.upper for j in profile.robot.joints])
     log = open(out, "a") if out else None
@@ -161,7 +179,7 @@ def study(base_dir: Path, store_path: Path, cfg, *, env_steps: int, eval_every: 
             ep = rollout(robot, profile, base, agent, seed * 1_000_000 + episode, max_steps=max_steps,
                          explore=True, lower=lower, upper=upper)
             episode += 1
-            add_rollout(agent, online, ep)
+            add_rollout(agent, online, ep, profile)
             window.append(ep["success"])
             exploring.append(ep["success"])
             for m in agent.run_updates(online, demo):
