@@ -2,6 +2,8 @@
 
 - tick: ChunkExecutor.action_at (a cached chunk) + the residual on the tick's observation (two 128x128
   cameras, tactile, joints) + clipping, as the policy node does it; p50/p99 in ms (target p99 <= 2 ms).
+  The chunk holds the home pose with the gripper closed, so `cpu_offset`'s gate is open: an offset
+  decision every 4 ticks and the Jacobian mapping at every tick.
 - swap: the learner's weights message published on /learner/residual_weights (latched, through the
   project's Fast DDS profile) until the policy side has validated it (metadata, architecture,
   checksum, shapes, finite values) and swapped it in; p50/p95 in ms per preset, with the message
@@ -68,7 +70,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ticks", type=int, default=500)
     parser.add_argument("--swaps", type=int, default=10)
-    parser.add_argument("--presets", nargs="+", default=["cpu_small", "cpu_lowdim", "recipe", "recipe_wide"])
+    parser.add_argument("--presets", nargs="+", default=["cpu_small", "cpu_lowdim", "cpu_offset", "recipe",
+                                                          "recipe_wide"])
     parser.add_argument("--no-allocator-tuning", action="store_true", help="glibc defaults instead of the nodes' policy")
     args = parser.parse_args()
 
@@ -81,6 +84,7 @@ def main() -> None:
     from robot_rl.data.store import Store
     from robot_rl.rl import agent_from_store, export_actor_weights, preset
     from robot_rl.rl.cpu import keep_freed_memory
+    from robot_rl.rl.offset import OffsetSpace
     from robot_rl.ros import convert, qos, topics
     from robot_rl.ros.env import configure_ros_environment
 
@@ -99,7 +103,8 @@ def main() -> None:
     for name in args.presets:
         base_preset, overrides = SIZES.get(name, (name, {}))
         cfg = preset(base_preset, chunk_length=8, **overrides)
-        agent = agent_from_store(store, cfg, device="cpu")
+        space = OffsetSpace(cfg.offset, profile) if cfg.decision == "offset" else None
+        agent = agent_from_store(store, cfg, device="cpu", offset_space=space)
         for p in agent.policy.parameters():  # a non-zero residual, like a trained one
             p.data.add_(0.01)
         data, meta = export_actor_weights(agent)
@@ -131,7 +136,9 @@ def main() -> None:
         node.destroy_publisher(pub)
 
         chunks = ChunkExecutor(0.1, 8)
-        chunks.add(0.0, np.zeros((16, len(lower))), now=0.0)
+        carrying = np.array([j.home for j in profile.robot.joints])
+        carrying[profile.robot.joint_names.index(profile.robot.gripper_joint)] = 0.0
+        chunks.add(0.0, np.tile(carrying, (16, 1)), now=0.0)
         ticks = []
         for i in range(args.ticks):
             start = time.perf_counter()

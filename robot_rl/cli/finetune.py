@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base", type=Path, required=True, help="base policy checkpoint directory")
     p.add_argument("--store", type=Path, required=True, help="store with demonstrations; rollouts are appended")
     p.add_argument("--profile", default="sim")
-    p.add_argument("--preset", default="cpu_small", help="residual RL preset: recipe | cpu_small | cpu_lowdim | tiny")
+    p.add_argument("--preset", default="cpu_small", help="residual RL preset: recipe | cpu_small | cpu_lowdim | cpu_adapt | cpu_offset | tiny")
     p.add_argument("--rl-config", type=Path, default=None,
                    help="YAML of residual RL settings (`preset:` + field overrides); its preset replaces --preset")
     p.add_argument("--run-dir", type=Path, default=None, help="learner checkpoints and the session log")

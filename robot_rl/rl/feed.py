@@ -182,7 +182,6 @@ class StoreFeeder:
         if src == "demo" or (src == "intervention" and cfg.interventions_to_demo):
             result.demo_transitions += self.demo.add_episode(**batch, terminal=success)
 
-
     def _add_offset(self, m: dict, result: FeedResult, features: np.ndarray | None) -> None:
         """decision: offset learns from the policy's rollouts only: a demo or an intervention has no
         offset decisions (a human's correction is not a gated, held offset)."""
@@ -194,8 +193,8 @@ class StoreFeeder:
         obs = {k: ep[k] for k in self.agent.obs_spec if k != BASE_FEATURES}
         if features is not None:  # the base's features of the chunk each tick belongs to
             obs[BASE_FEATURES] = features
-        batch = offset_transitions(self.offset_space, obs, ep["base_action"],
-                                   ep["action"], m["success"], action_scale=cfg.action_scale, gamma=cfg.gamma)
+        batch = offset_transitions(self.offset_space, obs, ep["base_action"], ep["action"], m["success"],
+                                   action_scale=cfg.action_scale, gamma=cfg.gamma)
         if batch is not None:
             result.online_transitions += self.online.add_episode(**batch, terminal=True)
         result.env_steps += m["length"]

@@ -5,8 +5,8 @@ schedule as the learner node, with rollouts and updates interleaved in one proce
 configuration can be tried in minutes before a real session through the ROS graph (`robot-rl
 finetune`). Rollouts mirror the policy node: the base's chunk is executed open loop with the residual
 added at every tick (computed per tick, once per chunk and held with `decision: chunk`, or the gated
-offset of `decision: offset`), the command clipped to the joint limits; periodic deterministic evaluations on fixed layouts give the
-learning curve.
+offset of `decision: offset`), the command clipped to the joint limits; periodic deterministic
+evaluations on fixed layouts give the learning curve.
 
     python -m robot_rl.rl.sim_finetune --base runs/bc/final --store data/sim.zarr --env-steps 30000 \
         --preset cpu_small --set use_cameras=false --out runs/rl_study.jsonl
