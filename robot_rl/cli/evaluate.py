@@ -152,14 +152,17 @@ def run_episode(client, enable, max_steps: int, rate_hz: float, lockstep: bool) 
     state = client.reset(clear_streams=False)
     episode = state.get("episode")
     client.call(enable, SetBool.Request(data=True))
-    seen, steps, success = None, 0, False
+    first, seen, steps, success = None, None, 0, False
     deadline = time.monotonic() + max_steps / rate_hz * (20 if lockstep else 1.5) + 30
     progress = time.monotonic()
     while steps < max_steps and time.monotonic() < deadline:
         current = client.task_state(episode)
         if current is not None and current.get("stamp") != seen:
             seen, progress = current.get("stamp"), time.monotonic()
-            steps += 1
+            first = seen if first is None else first
+            # steps from robot time, not from messages seen: polling the newest state can miss one, and
+            # an undercount waits out STALL_S at the sim's episode budget and reports a false stall
+            steps = int(round((seen - first) * rate_hz)) + 1
             if current.get("success"):
                 success = True
                 break
